@@ -1,0 +1,281 @@
+"""The one way omnistock reads from Kafka: at-least-once, commit after handling.
+
+A record that can never be handled (a :class:`PoisonMessage`) is written to
+``<topic>.dlq`` with the reason in its headers, and consumption continues. Any
+other failure is treated as transient: the partition is rewound to the first
+record not yet committed and retried with backoff, so nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from omnistock.events import metrics, tracing
+from omnistock.events.codec import PoisonMessage, decode
+from omnistock.events.envelope import Envelope, Event, Position
+from omnistock.events.producer import EventProducer
+from omnistock.events.settings import KafkaSettings
+from omnistock.events.topics import Topic
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Envelope[Event]], Awaitable[None]]
+#: Called once a partition's batch is handled, with the next offset to read: the place
+#: to commit a unit of work together with the consumer position.
+BatchDone = Callable[[TopicPartition, int], Awaitable[None]]
+#: Called when a batch failed and will be retried: discard what it half-did.
+BatchFailed = Callable[[TopicPartition], Awaitable[None]]
+#: Called on assignment; may return the offsets to start from (positions kept in a database).
+OnAssigned = Callable[[set[TopicPartition]], Awaitable[Mapping[TopicPartition, int] | None]]
+OnRevoked = Callable[[set[TopicPartition]], Awaitable[None]]
+
+DLQ_ERROR_LIMIT = 1000
+
+
+def dead_letter_headers(
+    record: ConsumerRecord[bytes, bytes], error: BaseException, group: str
+) -> list[tuple[str, bytes]]:
+    reason = error.reason if isinstance(error, PoisonMessage) else "handler_rejected"
+    return [
+        *(record.headers or ()),
+        ("dlq_reason", reason.encode()),
+        ("dlq_error_type", type(error).__name__.encode()),
+        ("dlq_error", str(error)[:DLQ_ERROR_LIMIT].encode()),
+        ("dlq_topic", record.topic.encode()),
+        ("dlq_partition", str(record.partition).encode()),
+        ("dlq_offset", str(record.offset).encode()),
+        ("dlq_group", group.encode()),
+        ("dlq_time", datetime.now(UTC).isoformat().encode()),
+    ]
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: ConsumerRunner) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.runner._revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self.runner._assigned(set(assigned))
+
+
+class ConsumerRunner:
+    """Runs ``handler`` for every event of ``topics`` in a consumer group, in log order per
+    partition, committing only what was handled."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        group_id: str,
+        topics: Sequence[Topic],
+        handler: Handler,
+        producer: EventProducer,
+        batch_done: BatchDone | None = None,
+        batch_failed: BatchFailed | None = None,
+        on_assigned: OnAssigned | None = None,
+        on_revoked: OnRevoked | None = None,
+        max_batch: int = 500,
+        retry_backoff_s: float = 0.1,
+        max_retry_backoff_s: float = 5.0,
+        client_id: str | None = None,
+    ) -> None:
+        self.kafka = kafka
+        self.group_id = group_id
+        self.topics = tuple(topics)
+        self.handler = handler
+        self.producer = producer
+        self.batch_done = batch_done
+        self.batch_failed = batch_failed
+        self.on_assigned = on_assigned
+        self.on_revoked = on_revoked
+        self.max_batch = max_batch
+        self.retry_backoff_s = retry_backoff_s
+        self.max_retry_backoff_s = max_retry_backoff_s
+        self.client_id = client_id or group_id
+        #: Set while this member holds at least one assignment (tests and readiness wait on it).
+        self.assigned = asyncio.Event()
+        self.assignment: set[TopicPartition] = set()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        # Held while a batch is handled, so a revocation waits for it to finish.
+        self._batch_lock = asyncio.Lock()
+        self._next_offsets: dict[TopicPartition, int] = {}
+
+    @property
+    def physical_topics(self) -> list[str]:
+        return [topic.physical(self.kafka.topic_prefix) for topic in self.topics]
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **self.kafka.client_options(),
+            group_id=self.group_id,
+            client_id=self.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.max_batch,
+            session_timeout_ms=self.kafka.session_timeout_ms,
+            heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
+        )
+        consumer.subscribe(self.physical_topics, listener=_Rebalance(self))
+        # Set before start(): the first assignment can arrive while start() runs.
+        self._consumer = consumer
+        await consumer.start()
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.group_id}")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, commit it, leave the group."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        self.assigned.clear()
+
+    async def __aenter__(self) -> ConsumerRunner:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    async def _assigned(self, partitions: set[TopicPartition]) -> None:
+        assert self._consumer is not None
+        self.assignment = set(partitions)
+        if self.on_assigned is not None and partitions:
+            starts = await self.on_assigned(partitions)
+            for tp, offset in (starts or {}).items():
+                self._consumer.seek(tp, offset)
+        if partitions:
+            self.assigned.set()
+        log.info("%s assigned %s", self.group_id, sorted(map(str, partitions)))
+
+    async def _revoked(self, partitions: set[TopicPartition]) -> None:
+        async with self._batch_lock:
+            self.assignment -= partitions
+            if not self.assignment:
+                self.assigned.clear()
+            if self.on_revoked is not None and partitions:
+                await self.on_revoked(partitions)
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        failures = 0
+        while not self._stopping.is_set():
+            batches = await consumer.getmany(timeout_ms=100, max_records=self.max_batch)
+            for tp, records in batches.items():
+                async with self._batch_lock:
+                    if tp not in self.assignment:
+                        continue  # revoked while fetched: the new owner reads it again
+                    try:
+                        await self._handle(consumer, tp, records)
+                        failures = 0
+                    except Exception:
+                        failures += 1
+                        metrics.HANDLER_ERRORS.labels(tp.topic, self.group_id).inc()
+                        log.exception(
+                            "%s failed on %s@%d; retrying from there",
+                            self.group_id,
+                            tp,
+                            records[0].offset,
+                        )
+                        if self.batch_failed is not None:
+                            await self.batch_failed(tp)
+                        consumer.seek(tp, records[0].offset)
+                        delay = min(
+                            self.retry_backoff_s * 2 ** (failures - 1), self.max_retry_backoff_s
+                        )
+                        # Backoff before retrying a failed batch; stop() still ends it promptly.
+                        await self._pause(delay)
+                        break
+            self._update_lag(consumer)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _handle(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        records: list[ConsumerRecord[bytes, bytes]],
+    ) -> None:
+        metrics.OLDEST_UNPROCESSED_AGE.labels(self.group_id).set(
+            max(0.0, time.time() - records[0].timestamp / 1000)
+        )
+        for record in records:
+            await self._handle_one(record)
+        next_offset = records[-1].offset + 1
+        if self.batch_done is not None:
+            await self.batch_done(tp, next_offset)
+        await consumer.commit({tp: next_offset})
+        self._next_offsets[tp] = next_offset
+
+    async def _handle_one(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        position = Position(record.topic, record.partition, record.offset)
+        try:
+            envelope = decode(record.value, record.headers or (), position, record.timestamp)
+        except PoisonMessage as exc:
+            await self._dead_letter(record, exc)
+            return
+        with tracing.process_span(
+            record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            consumer_group=self.group_id,
+            traceparent=envelope.traceparent,
+            tracestate=envelope.tracestate,
+            event_type=envelope.type,
+            event_id=envelope.id,
+        ):
+            try:
+                await self.handler(envelope)
+            except PoisonMessage as exc:
+                await self._dead_letter(record, exc)
+                return
+        metrics.EVENTS_CONSUMED.labels(record.topic, envelope.type, self.group_id).inc()
+
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: Exception) -> None:
+        reason = getattr(error, "reason", "handler_rejected")
+        log.error(
+            "dead-lettering %s@%d/%d (%s): %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            error,
+        )
+        await self.producer.send_raw(
+            f"{record.topic}.dlq",
+            record.key,
+            record.value,
+            dead_letter_headers(record, error, self.group_id),
+        )
+        metrics.DLQ_MESSAGES.labels(record.topic, reason, self.group_id).inc()
+
+    def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        caught_up = True
+        for tp in self.assignment:
+            highwater = consumer.highwater(tp)
+            handled = self._next_offsets.get(tp)
+            if highwater is None or handled is None:
+                continue
+            lag = max(0, highwater - handled)
+            caught_up = caught_up and lag == 0
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition), self.group_id).set(lag)
+        if caught_up:
+            metrics.OLDEST_UNPROCESSED_AGE.labels(self.group_id).set(0)

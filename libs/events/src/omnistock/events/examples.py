@@ -1,0 +1,186 @@
+"""One realistic example of every event: documentation in the AsyncAPI document and the
+fixture of the round-trip tests, so neither can drift from the catalogue."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from omnistock.events import catalogue as c
+from omnistock.events.envelope import Event
+
+_AT = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+_LATER = datetime(2026, 11, 21, 9, 45, tzinfo=UTC)
+
+EXAMPLES: dict[type[Event], Event] = {
+    e.__class__: e
+    for e in (
+        c.LocationRegistered(
+            location_id="store-berlin-mitte",
+            name="Berlin Mitte",
+            kind="store",
+            region="DE-BE",
+            latitude=52.5219,
+            longitude=13.4132,
+            fulfils_online=True,
+        ),
+        c.StockReceived(
+            receipt_id="rcpt-000123",
+            sku="SKU-000042",
+            location_id="wh-hamburg",
+            quantity=120,
+            replenishment_id="repl-77",
+        ),
+        c.StockAdjusted(
+            adjustment_id="adj-9",
+            sku="SKU-000042",
+            location_id="store-berlin-mitte",
+            delta=-2,
+            counted_quantity=14,
+            reason="cycle_count",
+        ),
+        c.HoldPlaced(
+            reservation_id="res-5f1c",
+            sku="SKU-000042",
+            location_id="wh-hamburg",
+            quantity=2,
+            expires_at=_LATER,
+        ),
+        c.HoldRejected(reservation_id="res-5f1d", sku="SKU-000042", requested=3, available=1),
+        c.HoldReleased(
+            reservation_id="res-5f1c",
+            sku="SKU-000042",
+            location_id="wh-hamburg",
+            quantity=2,
+            reason="expired",
+        ),
+        c.HoldCommitted(
+            reservation_id="res-5f1c",
+            order_id="ord-1001",
+            sku="SKU-000042",
+            location_id="wh-hamburg",
+            quantity=2,
+        ),
+        c.CommitmentCancelled(
+            order_id="ord-1001", sku="SKU-000042", location_id="wh-hamburg", quantity=2
+        ),
+        c.StockShipped(
+            order_id="ord-1001",
+            shipment_id="shp-1",
+            sku="SKU-000042",
+            location_id="wh-hamburg",
+            quantity=2,
+        ),
+        c.PosLineApplied(
+            transaction_id="pos-store-berlin-mitte-t1-000881",
+            line_number=0,
+            kind="sale",
+            sku="SKU-000042",
+            location_id="store-berlin-mitte",
+            quantity_change=-1,
+        ),
+        c.StockDiscrepancyRecorded(
+            sku="SKU-000042",
+            location_id="store-berlin-mitte",
+            cause_event_id="8d0c5a52-4a1e-4c1e-9a57-5ad1e5b1c0de",
+            on_hand=-1,
+            held=0,
+            committed=0,
+        ),
+        c.TransferDispatched(
+            replenishment_id="repl-77",
+            sku="SKU-000042",
+            location_id="wh-hamburg",
+            to_location_id="store-berlin-mitte",
+            quantity=24,
+        ),
+        c.ReservationRequested(
+            reservation_id="res-5f1c",
+            lines=[c.RequestedLine(sku="SKU-000042", quantity=2)],
+            ttl_seconds=900,
+            channel="web",
+            request_fingerprint="3b5d5c3712955042212316173ccf37be",
+        ),
+        c.ReservationHeld(
+            reservation_id="res-5f1c",
+            lines=[c.LocatedLine(sku="SKU-000042", quantity=2, location_id="wh-hamburg")],
+            expires_at=_LATER,
+        ),
+        c.ReservationRejected(
+            reservation_id="res-5f1d",
+            reason="insufficient_stock",
+            lines=[c.RejectedLine(sku="SKU-000042", requested=3, available=1)],
+        ),
+        c.ReservationExtended(reservation_id="res-5f1c", expires_at=_LATER),
+        c.ReservationCommitted(reservation_id="res-5f1c", order_id="ord-1001"),
+        c.ReservationReleased(reservation_id="res-5f1c", reason="released"),
+        c.OrderPlaced(
+            order_id="ord-1001",
+            reservation_id="res-5f1c",
+            customer_id="cust-31",
+            lines=[c.Line(sku="SKU-000042", quantity=2)],
+            payment_reference="psp-8841",
+        ),
+        c.OrderConfirmed(order_id="ord-1001"),
+        c.OrderRejected(order_id="ord-1002", reason="reservation_expired"),
+        c.OrderCancelled(order_id="ord-1001", reason="customer request"),
+        c.OrderFulfilled(
+            order_id="ord-1001",
+            shipment_id="shp-1",
+            location_id="wh-hamburg",
+            lines=[c.Line(sku="SKU-000042", quantity=2)],
+        ),
+        c.PosTransactionRecorded(
+            transaction_id="pos-store-berlin-mitte-t1-000881",
+            store_id="store-berlin-mitte",
+            terminal_id="t1",
+            sequence=881,
+            occurred_at=_AT,
+            type="sale",
+            lines=[
+                c.PosLine(sku="SKU-000042", quantity=1, unit_price=Decimal("19.99"), currency="EUR")
+            ],
+        ),
+        c.ReorderRuleSet(
+            location_id="store-berlin-mitte",
+            sku="SKU-000042",
+            reorder_point=10,
+            order_up_to=40,
+            lead_time_hours=24,
+            source_location_id="wh-hamburg",
+            safety_stock=4,
+            pack_size=6,
+        ),
+        c.LowStockDetected(
+            location_id="store-berlin-mitte",
+            sku="SKU-000042",
+            available=9,
+            inbound=0,
+            reorder_point=10,
+        ),
+        c.ReplenishmentRequested(
+            replenishment_id="repl-77",
+            location_id="store-berlin-mitte",
+            sku="SKU-000042",
+            source_location_id="wh-hamburg",
+            quantity=36,
+            velocity_per_day=6.5,
+            days_of_cover=1.4,
+        ),
+        c.ReplenishmentDispatched(
+            replenishment_id="repl-77",
+            location_id="store-berlin-mitte",
+            sku="SKU-000042",
+            source_location_id="wh-hamburg",
+            quantity=36,
+        ),
+        c.ReplenishmentReceived(
+            replenishment_id="repl-77",
+            location_id="store-berlin-mitte",
+            receipt_id="rcpt-000124",
+            quantity=36,
+            closed=True,
+        ),
+        c.OwnershipClaimed(partition=3, epoch=7, owner="inventory-0", claimed_at=_AT),
+    )
+}

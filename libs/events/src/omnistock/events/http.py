@@ -1,0 +1,215 @@
+"""What every omnistock HTTP API shares: RFC 9457 problem details, health, metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import make_asgi_app
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from omnistock.events.producer import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://omnistock.io/problems/"
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details, with ``errors`` naming each field at fault."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class Problem(Exception):
+    """Raise from a route to answer with problem details."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str | None = None,
+        *,
+        errors: Sequence[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.slug = slug
+        self.title = title
+        self.detail = detail
+        self.errors = list(errors) if errors else None
+        self.headers = headers
+        self.extensions = extensions
+
+
+def problem_response(problem: Problem, instance: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + problem.slug,
+        "title": problem.title,
+        "status": problem.status,
+    }
+    if problem.detail:
+        body["detail"] = problem.detail
+    if instance:
+        body["instance"] = instance
+    if problem.errors:
+        body["errors"] = [error.model_dump() for error in problem.errors]
+    body.update(problem.extensions)
+    return JSONResponse(
+        body, status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers
+    )
+
+
+def _field_path(location: Sequence[int | str]) -> str:
+    # FastAPI prefixes "body"/"query"/"path"; clients think in their own field names.
+    parts = [str(p) for p in location]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:] or parts
+    return ".".join(parts) or "body"
+
+
+def validation_problem(exc: RequestValidationError) -> Problem:
+    errors = exc.errors()
+    if any(error.get("type") == "json_invalid" for error in errors):
+        return Problem(
+            400,
+            "malformed-json",
+            "Malformed JSON",
+            "The request body is not valid JSON.",
+            errors=[FieldError(field="body", message=str(errors[0].get("msg", "invalid JSON")))],
+        )
+    return Problem(
+        422,
+        "validation-error",
+        "Invalid request",
+        f"{len(errors)} field(s) failed validation.",
+        errors=[
+            FieldError(field=_field_path(error.get("loc", ())), message=str(error.get("msg")))
+            for error in errors
+        ],
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Problem)
+        return problem_response(exc, request.url.path)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return problem_response(validation_problem(exc), request.url.path)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        title = str(exc.detail) if isinstance(exc.detail, str) else "HTTP error"
+        return problem_response(
+            Problem(exc.status_code, slug, title, headers=getattr(exc, "headers", None)),
+            request.url.path,
+        )
+
+    async def on_broker_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, BrokerUnavailable)
+        log.warning("answering 503: %s", exc)
+        return problem_response(
+            Problem(
+                503,
+                "log-unavailable",
+                "Event log unavailable",
+                "The write was not confirmed by the event log; nothing was acknowledged. "
+                "Retry with the same idempotency key.",
+                headers={"Retry-After": str(exc.retry_after_seconds)},
+            ),
+            request.url.path,
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problem_response(Problem(500, "internal-error", "Internal error"), request.url.path)
+
+    app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(BrokerUnavailable, on_broker_unavailable)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+@dataclass
+class Health:
+    """Liveness is "the event loop answers"; readiness is "state is caught up with the log"."""
+
+    not_ready: dict[str, str] = field(default_factory=lambda: {"starting": "service starting"})
+
+    def block(self, reason: str, detail: str) -> None:
+        self.not_ready[reason] = detail
+
+    def unblock(self, reason: str) -> None:
+        self.not_ready.pop(reason, None)
+
+    @property
+    def ready(self) -> bool:
+        return not self.not_ready
+
+
+class Lifespan(Protocol):
+    def __call__(self, app: FastAPI) -> AbstractAsyncContextManager[None]: ...
+
+
+def create_app(
+    *,
+    title: str,
+    description: str,
+    version: str,
+    health: Health,
+    lifespan: Lifespan | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=lifespan,
+        responses={
+            422: {"model": ProblemDetails, "description": "Invalid request"},
+            503: {"model": ProblemDetails, "description": "Event log unavailable; retry"},
+        },
+    )
+    install_problem_handlers(app)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Readiness: false while replaying or while the log is unreachable",
+        responses={503: {"description": "Not ready, with the reasons"}},
+    )
+    async def readyz() -> JSONResponse:
+        if health.ready:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not_ready", "reasons": health.not_ready}, status_code=503)
+
+    app.mount("/metrics", make_asgi_app())
+    return app

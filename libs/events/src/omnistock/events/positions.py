@@ -1,0 +1,124 @@
+"""Consumer positions kept in a service's own database, in the same transaction as the
+read-model rows they cover, plus the check that the log still backs them.
+
+A database can outlive its log: the embedded dev broker forgets everything on
+restart, and a service may be pointed at another cluster. Serving rows the log
+does not back would be serving fiction, so a service compares what it stored
+with the log it finds and rebuilds when they disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from omnistock.events.admin import cluster_id
+from omnistock.events.offsets import end_offsets
+from omnistock.events.settings import KafkaSettings
+
+#: Tables of the shared plumbing; each service adds them to its own database.
+PLUMBING = MetaData()
+
+consumer_positions = Table(
+    "consumer_positions",
+    PLUMBING,
+    Column("consumer", String(200), primary_key=True),
+    Column("topic", String(249), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+    #: The cluster id of the log these positions refer to.
+    Column("log_id", String(200), nullable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPositions:
+    log_id: str | None
+    offsets: dict[TopicPartition, int]
+
+
+async def load_positions(connection: AsyncConnection, consumer: str) -> StoredPositions:
+    rows = (
+        await connection.execute(
+            select(
+                consumer_positions.c.topic,
+                consumer_positions.c.partition,
+                consumer_positions.c.next_offset,
+                consumer_positions.c.log_id,
+            ).where(consumer_positions.c.consumer == consumer)
+        )
+    ).all()
+    log_ids = {row.log_id for row in rows}
+    return StoredPositions(
+        log_id=log_ids.pop() if len(log_ids) == 1 else None,
+        offsets={TopicPartition(row.topic, row.partition): row.next_offset for row in rows},
+    )
+
+
+async def save_positions(
+    connection: AsyncConnection,
+    consumer: str,
+    offsets: Mapping[TopicPartition, int],
+    log_id: str,
+) -> None:
+    if not offsets:
+        return
+    statement = insert(consumer_positions).values(
+        [
+            {
+                "consumer": consumer,
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "next_offset": offset,
+                "log_id": log_id,
+            }
+            for tp, offset in offsets.items()
+        ]
+    )
+    await connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["consumer", "topic", "partition"],
+            set_={"next_offset": statement.excluded.next_offset, "log_id": log_id},
+        )
+    )
+
+
+async def log_end_offsets(
+    kafka: KafkaSettings, partitions: list[TopicPartition]
+) -> dict[TopicPartition, int]:
+    if not partitions:
+        return {}
+    consumer = AIOKafkaConsumer(**kafka.client_options(), group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        known = [
+            tp
+            for tp in partitions
+            if tp.partition in (consumer.partitions_for_topic(tp.topic) or ())
+        ]
+        consumer.assign(known)
+        return await end_offsets(consumer, known)
+    finally:
+        await consumer.stop()
+
+
+async def why_rebuild(kafka: KafkaSettings, stored: StoredPositions) -> str | None:
+    """None when the log backs ``stored``; otherwise why the state must be rebuilt."""
+    if not stored.offsets:
+        return None
+    current = await cluster_id(kafka)
+    if stored.log_id != current:
+        return f"positions belong to log {stored.log_id!r}, the broker is {current!r}"
+    ends = await log_end_offsets(kafka, list(stored.offsets))
+    ahead = [
+        f"{tp.topic}[{tp.partition}] stored {offset} > log end {ends.get(tp, 0)}"
+        for tp, offset in sorted(stored.offsets.items())
+        if offset > ends.get(tp, 0)
+    ]
+    return "positions are ahead of the log: " + "; ".join(ahead) if ahead else None

@@ -1,0 +1,81 @@
+"""Settings every omnistock process reads from its environment.
+
+Each service subclasses :class:`ServiceSettings` for its own knobs; the names
+below are shared so one `.env`, one Helm ConfigMap and one dev stack can feed
+every process the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from aiokafka.helpers import create_ssl_context
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach the broker. Defaults match the embedded dev broker."""
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Comma-separated host:port list of brokers."
+    )
+    topic_prefix: str = Field(
+        default="",
+        description="Prefix for every physical topic name "
+        "(isolates environments sharing a cluster).",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = Field(default=None, description="CA bundle for TLS to the broker.")
+    request_timeout_ms: int = Field(default=10_000, ge=1_000)
+    produce_retries: int = Field(
+        default=3, ge=0, le=20, description="Send attempts after the first before giving up."
+    )
+    produce_retry_backoff_ms: int = Field(default=100, ge=10)
+    linger_ms: int = Field(default=0, ge=0, description="Producer batching delay.")
+    session_timeout_ms: int = Field(
+        default=6_000,
+        ge=1_000,
+        description="How long a silent group member keeps its partitions; bounds failover time.",
+    )
+    heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+
+    def client_options(self) -> dict[str, object]:
+        """Connection options shared by producers, consumers and admin clients."""
+        options: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            options["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile)
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        return options
+
+
+class ServiceSettings(BaseSettings):
+    """Settings common to every service process."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    database_url: SecretStr = Field(
+        default=SecretStr("postgresql+asyncpg://postgres@127.0.0.1:55432/postgres"),
+        description="SQLAlchemy URL of this service's own database (asyncpg driver).",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface the HTTP API listens on.")
+    log_level: str = Field(default="INFO")
+    instance_id: str = Field(
+        default="",
+        description="Stable name of this replica (pod name in Kubernetes); random when empty.",
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
