@@ -29,43 +29,58 @@ class OnHand:
         return sorted([sku, loc, qty] for (sku, loc), qty in self.on_hand.items())
 
 
-def receipt(n: int, offset: int, epoch: int | None = None, event_id: str | None = None) -> Envelope:
+def receipt(
+    n: int, offset: int, epoch: int | None = None, event_id: str | None = None, writer: str = "a"
+) -> Envelope:
     envelope: Envelope[Event] = Envelope(
         event=StockReceived(receipt_id=f"r{n}", sku="A", location_id="s1", quantity=n),
-        source="/test",
+        source=f"/inventory/{writer}",
         epoch=epoch,
         **({"id": event_id} if event_id else {}),
     )
     return envelope.at(Position("inventory.stock", 0, offset))
 
 
-def claim(epoch: int, offset: int, partition: int = 0) -> Envelope:
+def claim(epoch: int, offset: int, writer: str = "a", partition: int = 0) -> Envelope:
     event = OwnershipClaimed(
-        partition=partition, epoch=epoch, owner=f"o{epoch}", claimed_at=datetime.now(UTC)
+        partition=partition, epoch=epoch, owner=writer, claimed_at=datetime.now(UTC)
     )
-    return Envelope(event=event, source="/test").at(Position("inventory.stock", 0, offset))
+    return Envelope(event=event, source=f"/inventory/{writer}").at(
+        Position("inventory.stock", 0, offset)
+    )
 
 
 def test_stale_owner_decisions_after_a_newer_claim_are_ignored() -> None:
     fold = Fold(OnHand())
-    assert fold.apply(claim(1, 0))
-    assert fold.apply(receipt(5, 1, epoch=1))
-    assert fold.apply(claim(2, 2))
+    fold.apply(claim(1, 0, "a"))
+    assert fold.apply(receipt(5, 1, epoch=1, writer="a"))
+    fold.apply(claim(2, 2, "b"))
     # The paused epoch-1 owner wakes up and writes again: void.
-    assert not fold.apply(receipt(7, 3, epoch=1))
-    assert fold.apply(receipt(11, 4, epoch=2))
+    assert not fold.apply(receipt(7, 3, epoch=1, writer="a"))
+    assert fold.apply(receipt(11, 4, epoch=2, writer="b"))
     assert fold.projection.on_hand["A", "s1"] == 16
     assert fold.stats.fenced == 1
     assert fold.current_epoch("inventory.stock", 0) == 2
 
 
+def test_rivals_racing_for_one_epoch_the_first_claim_in_the_log_wins() -> None:
+    fold = Fold(OnHand())
+    fold.apply(claim(2, 0, "b"))
+    fold.apply(claim(2, 1, "c"))
+    assert fold.apply(receipt(1, 2, epoch=2, writer="b"))
+    assert not fold.apply(receipt(100, 3, epoch=2, writer="c"))
+    assert fold.projection.on_hand["A", "s1"] == 1
+    assert fold.owners["inventory.stock", 0] == "/inventory/b"
+
+
 def test_claims_that_do_not_raise_the_epoch_are_ignored() -> None:
     fold = Fold(OnHand())
-    assert fold.apply(claim(3, 0))
-    assert not fold.apply(claim(3, 1))
-    assert not fold.apply(claim(2, 2))
-    assert not fold.apply(claim(9, 3, partition=5))  # names another partition
+    fold.apply(claim(3, 0))
+    fold.apply(claim(3, 1))
+    fold.apply(claim(2, 2))
+    fold.apply(claim(9, 3, partition=5))  # names another partition
     assert fold.current_epoch("inventory.stock", 0) == 3
+    assert (fold.stats.claims, fold.stats.fenced) == (1, 3)
 
 
 def test_decision_stamped_with_an_epoch_never_claimed_is_ignored() -> None:
@@ -91,7 +106,11 @@ def test_same_log_same_hash(ops: list[tuple[bool, int, int]]) -> None:
     """Folding one log twice (as live and as replay) gives one hash, whatever the log holds."""
     log = []
     for offset, (is_claim, quantity, epoch) in enumerate(ops):
-        log.append(claim(epoch, offset) if is_claim else receipt(quantity, offset, epoch=epoch))
+        log.append(
+            claim(epoch, offset, writer=str(epoch))
+            if is_claim
+            else receipt(quantity, offset, epoch=epoch, writer=str(epoch))
+        )
     live, rebuilt = Fold(OnHand()), Fold(OnHand())
     for envelope in log:
         live.apply(envelope)

@@ -251,7 +251,7 @@ async def test_a_paused_stale_writer_is_fenced_by_the_fold(topics: KafkaSettings
     await replay(topics, [INVENTORY_STOCK], fold, name="fence", progress=False)
     assert fold.projection.on_hand["SKU-1@s1"] == 1 + 10 + 1000
     assert fold.stats.fenced == 2
-    assert fold.owners[(INVENTORY_STOCK.physical(topics.topic_prefix), partition)] == "b"
+    assert fold.owners[(INVENTORY_STOCK.physical(topics.topic_prefix), partition)] == "/owner-b"
 
 
 async def test_an_unreachable_broker_is_a_typed_error_not_a_hang(embedded_broker: Any) -> None:

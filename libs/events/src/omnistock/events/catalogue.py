@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from omnistock.events import topics
 from omnistock.events.envelope import Event
@@ -85,69 +85,100 @@ AdjustmentReason = Literal["cycle_count", "damage", "loss", "found", "correction
 
 
 class StockAdjusted(_StockEvent):
-    """A counted or corrected on_hand change; ``delta`` is decided from the count by the owner."""
+    """A correction of on_hand: a signed ``delta``, or a ``counted_quantity`` from which the
+    fold derives the delta at its place in the log. ``unsellable_delta`` moves units into or
+    out of the unsellable bucket (damaged, in quality control) without leaving on_hand."""
 
     event_type: ClassVar[str] = "io.omnistock.inventory.StockAdjusted"
     adjustment_id: Identifier
-    delta: int
-    counted_quantity: Annotated[int, Field(ge=0)] | None = None
+    delta: Annotated[int, Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)] | None = None
+    counted_quantity: Annotated[int, Field(ge=0, le=MAX_QUANTITY)] | None = None
+    unsellable_delta: Annotated[int, Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)] = 0
     reason: AdjustmentReason
 
+    @model_validator(mode="after")
+    def _delta_or_count(self) -> StockAdjusted:
+        if (self.delta is None) == (self.counted_quantity is None):
+            raise ValueError("give exactly one of delta and counted_quantity")
+        return self
 
-class HoldPlaced(_StockEvent):
-    """Part of a reservation holds stock at one location until it is committed or released."""
 
-    event_type: ClassVar[str] = "io.omnistock.inventory.HoldPlaced"
-    reservation_id: Identifier
+class SafetyStockSet(_StockEvent):
+    """Units kept back from ``available`` at a location (from the reorder rule)."""
+
+    event_type: ClassVar[str] = "io.omnistock.inventory.SafetyStockSet"
+    safety_stock: Annotated[int, Field(ge=0, le=MAX_QUANTITY)]
+
+
+class HoldLine(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
     quantity: Quantity
-    expires_at: AwareDatetime
+    #: Where to hold it; None lets the fold choose among ``online_locations``.
+    location_id: Identifier | None = None
 
 
-class HoldRejected(Event):
-    """A reservation's lines for one SKU could not be held anywhere eligible."""
-
-    event_type: ClassVar[str] = "io.omnistock.inventory.HoldRejected"
+class _HoldEvent(Event):
     topic: ClassVar[Topic | None] = topics.INVENTORY_STOCK
     key_field: ClassVar[str | None] = "sku"
 
     reservation_id: Identifier
     sku: Sku
-    requested: Quantity
-    available: Annotated[int, Field(ge=0)]
 
 
-class HoldReleased(_StockEvent):
-    """Held stock returns to available."""
+class HoldRequested(_HoldEvent):
+    """A checkout asks to hold one SKU's lines of a reservation. Not a decision: the stock
+    fold decides it, at its place in the log, the same way for every reader."""
 
-    event_type: ClassVar[str] = "io.omnistock.inventory.HoldReleased"
-    reservation_id: Identifier
-    quantity: Quantity
-    reason: Literal["released", "expired", "aborted"]
+    event_type: ClassVar[str] = "io.omnistock.inventory.HoldRequested"
+    lines: Annotated[list[HoldLine], Field(min_length=1, max_length=100)]
+    #: Locations that ship online, in the order the fold tries them (see docs/inventory.md).
+    online_locations: Annotated[list[Identifier], Field(max_length=1000)]
+    expires_at: AwareDatetime
+    requested_at: AwareDatetime
+    request_fingerprint: Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
-class HoldCommitted(_StockEvent):
-    """Held stock is sold to an order: it moves from held to committed."""
+class HoldReleaseRequested(_HoldEvent):
+    event_type: ClassVar[str] = "io.omnistock.inventory.HoldReleaseRequested"
+    reason: Literal["released", "aborted"]
 
-    event_type: ClassVar[str] = "io.omnistock.inventory.HoldCommitted"
-    reservation_id: Identifier
+
+class HoldExtensionRequested(_HoldEvent):
+    event_type: ClassVar[str] = "io.omnistock.inventory.HoldExtensionRequested"
+    expires_at: AwareDatetime
+    requested_at: AwareDatetime
+
+
+class HoldCommitRequested(_HoldEvent):
+    """Sell the held units to an order; refused by the fold when the hold is no longer held,
+    was requested after it expired, or the quantity differs from what is held."""
+
+    event_type: ClassVar[str] = "io.omnistock.inventory.HoldCommitRequested"
     order_id: Identifier
     quantity: Quantity
+    requested_at: AwareDatetime
 
 
-class CommitmentCancelled(_StockEvent):
-    """An order was cancelled before shipping: committed stock returns to available."""
+class HoldExpired(_HoldEvent):
+    """Written by the partition owner (stamped with its epoch) once a hold's time is up."""
+
+    event_type: ClassVar[str] = "io.omnistock.inventory.HoldExpired"
+
+
+class CommitmentCancelled(_HoldEvent):
+    """An order was cancelled before shipping: what is still committed returns to available."""
 
     event_type: ClassVar[str] = "io.omnistock.inventory.CommitmentCancelled"
     order_id: Identifier
-    quantity: Quantity
 
 
-class StockShipped(_StockEvent):
-    """Committed stock left the building: on_hand and committed both fall."""
+class StockShipped(_HoldEvent):
+    """Committed stock left ``location_id``: on_hand and committed both fall."""
 
     event_type: ClassVar[str] = "io.omnistock.inventory.StockShipped"
     order_id: Identifier
     shipment_id: Identifier
+    location_id: Identifier
     quantity: Quantity
 
 
@@ -158,11 +189,12 @@ class PosLineApplied(_StockEvent):
     transaction_id: Identifier
     line_number: Annotated[int, Field(ge=0)]
     kind: Literal["sale", "return", "void_sale", "void_return"]
-    quantity_change: int
+    quantity_change: Annotated[int, Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)]
 
 
 class StockDiscrepancyRecorded(_StockEvent):
-    """on_hand went below what is held and committed: the books and the shelf disagree."""
+    """on_hand fell below what is held and committed: the books and the shelf disagree.
+    Written by the partition owner for those who act on it; the fold already knows."""
 
     event_type: ClassVar[str] = "io.omnistock.inventory.StockDiscrepancyRecorded"
     cause_event_id: str
@@ -202,14 +234,52 @@ class _ReservationEvent(Event):
 
 
 class ReservationRequested(_ReservationEvent):
-    """A checkout asked for stock: the start of the reservation saga."""
+    """A checkout asked for stock: the saga's record of what the whole reservation is."""
 
     event_type: ClassVar[str] = "io.omnistock.inventory.ReservationRequested"
     lines: Annotated[list[RequestedLine], Field(min_length=1, max_length=100)]
     ttl_seconds: Annotated[int, Field(ge=30, le=86_400)]
     channel: Channel
-    #: Hash of the request body, so a replay with a different body is told apart.
-    request_fingerprint: str
+    expires_at: AwareDatetime
+    #: Hash of the request body, so a retry with a different body is told apart.
+    request_fingerprint: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+HoldRequestKind = Literal["hold", "release", "extend", "commit", "expire", "cancel", "ship"]
+HoldOutcomeKind = Literal[
+    "held",
+    "rejected",
+    "conflict",
+    "released",
+    "extended",
+    "committed",
+    "expired",
+    "cancelled",
+    "shipped",
+    "not_held",
+    "mismatch",
+    "unknown",
+]
+
+
+class HoldOutcome(_ReservationEvent):
+    """What the stock fold decided for one SKU of a reservation, relayed by the partition
+    owner to where the API and the saga wait for it."""
+
+    event_type: ClassVar[str] = "io.omnistock.inventory.HoldOutcome"
+    sku: Sku
+    request: HoldRequestKind
+    outcome: HoldOutcomeKind
+    #: Where the units are held (the fold's choice), when held.
+    allocations: list[LocatedLine] = []
+    requested: Annotated[int, Field(ge=0)] = 0
+    available: Annotated[int, Field(ge=0)] = 0
+    expires_at: AwareDatetime | None = None
+    order_id: Identifier | None = None
+    #: Position of the deciding stock event (read-your-writes token).
+    stock_position: str
+    #: Id of the stock event decided, so a duplicate relay is recognised.
+    decided_event_id: str
 
 
 class ReservationHeld(_ReservationEvent):
@@ -222,8 +292,14 @@ class ReservationHeld(_ReservationEvent):
 
 class ReservationRejected(_ReservationEvent):
     event_type: ClassVar[str] = "io.omnistock.inventory.ReservationRejected"
-    reason: Literal["insufficient_stock", "unknown_location"]
+    reason: Literal["insufficient_stock", "conflict"]
     lines: list[RejectedLine]
+
+
+class ReservationExtensionRequested(_ReservationEvent):
+    event_type: ClassVar[str] = "io.omnistock.inventory.ReservationExtensionRequested"
+    expires_at: AwareDatetime
+    requested_at: AwareDatetime
 
 
 class ReservationExtended(_ReservationEvent):
@@ -231,9 +307,29 @@ class ReservationExtended(_ReservationEvent):
     expires_at: AwareDatetime
 
 
+class ReservationCommitRequested(_ReservationEvent):
+    """Payment went through: sell the reservation to ``order_id``. ``lines`` (from an order)
+    must match what is held; None commits whatever the reservation holds."""
+
+    event_type: ClassVar[str] = "io.omnistock.inventory.ReservationCommitRequested"
+    order_id: Identifier
+    lines: list[Line] | None = None
+    requested_at: AwareDatetime
+
+
 class ReservationCommitted(_ReservationEvent):
     event_type: ClassVar[str] = "io.omnistock.inventory.ReservationCommitted"
     order_id: Identifier
+
+
+class ReservationCommitRejected(_ReservationEvent):
+    event_type: ClassVar[str] = "io.omnistock.inventory.ReservationCommitRejected"
+    order_id: Identifier
+    reason: Literal["expired", "released", "mismatch", "unknown_reservation", "not_held"]
+
+
+class ReservationReleaseRequested(_ReservationEvent):
+    event_type: ClassVar[str] = "io.omnistock.inventory.ReservationReleaseRequested"
 
 
 class ReservationReleased(_ReservationEvent):
@@ -270,6 +366,9 @@ class OrderRejected(_OrderEvent):
 
 class OrderCancelled(_OrderEvent):
     event_type: ClassVar[str] = "io.omnistock.orders.OrderCancelled"
+    reservation_id: Identifier
+    #: The order's lines, so inventory can find every SKU's commitment without state.
+    lines: Annotated[list[Line], Field(min_length=1, max_length=100)]
     reason: Annotated[str, StringConstraints(max_length=200)] = ""
 
 
@@ -277,6 +376,7 @@ class OrderFulfilled(_OrderEvent):
     """All or part of an order shipped from one location."""
 
     event_type: ClassVar[str] = "io.omnistock.orders.OrderFulfilled"
+    reservation_id: Identifier
     shipment_id: Identifier
     location_id: Identifier
     lines: Annotated[list[Line], Field(min_length=1, max_length=100)]
@@ -386,20 +486,27 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     LocationRegistered,
     StockReceived,
     StockAdjusted,
-    HoldPlaced,
-    HoldRejected,
-    HoldReleased,
-    HoldCommitted,
+    SafetyStockSet,
+    HoldRequested,
+    HoldReleaseRequested,
+    HoldExtensionRequested,
+    HoldCommitRequested,
+    HoldExpired,
     CommitmentCancelled,
     StockShipped,
     PosLineApplied,
     StockDiscrepancyRecorded,
     TransferDispatched,
     ReservationRequested,
+    HoldOutcome,
     ReservationHeld,
     ReservationRejected,
+    ReservationExtensionRequested,
     ReservationExtended,
+    ReservationCommitRequested,
     ReservationCommitted,
+    ReservationCommitRejected,
+    ReservationReleaseRequested,
     ReservationReleased,
     OrderPlaced,
     OrderConfirmed,

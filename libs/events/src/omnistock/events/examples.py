@@ -35,36 +35,34 @@ EXAMPLES: dict[type[Event], Event] = {
             adjustment_id="adj-9",
             sku="SKU-000042",
             location_id="store-berlin-mitte",
-            delta=-2,
             counted_quantity=14,
             reason="cycle_count",
         ),
-        c.HoldPlaced(
+        c.SafetyStockSet(sku="SKU-000042", location_id="store-berlin-mitte", safety_stock=4),
+        c.HoldRequested(
             reservation_id="res-5f1c",
             sku="SKU-000042",
-            location_id="wh-hamburg",
-            quantity=2,
+            lines=[c.HoldLine(quantity=2)],
+            online_locations=["wh-hamburg", "store-berlin-mitte"],
             expires_at=_LATER,
+            requested_at=_AT,
+            request_fingerprint="3b5d5c3712955042212316173ccf37be",
         ),
-        c.HoldRejected(reservation_id="res-5f1d", sku="SKU-000042", requested=3, available=1),
-        c.HoldReleased(
+        c.HoldReleaseRequested(reservation_id="res-5f1c", sku="SKU-000042", reason="released"),
+        c.HoldExtensionRequested(
+            reservation_id="res-5f1c", sku="SKU-000042", expires_at=_LATER, requested_at=_AT
+        ),
+        c.HoldCommitRequested(
             reservation_id="res-5f1c",
             sku="SKU-000042",
-            location_id="wh-hamburg",
-            quantity=2,
-            reason="expired",
-        ),
-        c.HoldCommitted(
-            reservation_id="res-5f1c",
             order_id="ord-1001",
-            sku="SKU-000042",
-            location_id="wh-hamburg",
             quantity=2,
+            requested_at=_AT,
         ),
-        c.CommitmentCancelled(
-            order_id="ord-1001", sku="SKU-000042", location_id="wh-hamburg", quantity=2
-        ),
+        c.HoldExpired(reservation_id="res-5f1c", sku="SKU-000042"),
+        c.CommitmentCancelled(reservation_id="res-5f1c", sku="SKU-000042", order_id="ord-1001"),
         c.StockShipped(
+            reservation_id="res-5f1c",
             order_id="ord-1001",
             shipment_id="shp-1",
             sku="SKU-000042",
@@ -99,7 +97,20 @@ EXAMPLES: dict[type[Event], Event] = {
             lines=[c.RequestedLine(sku="SKU-000042", quantity=2)],
             ttl_seconds=900,
             channel="web",
+            expires_at=_LATER,
             request_fingerprint="3b5d5c3712955042212316173ccf37be",
+        ),
+        c.HoldOutcome(
+            reservation_id="res-5f1c",
+            sku="SKU-000042",
+            request="hold",
+            outcome="held",
+            allocations=[c.LocatedLine(sku="SKU-000042", quantity=2, location_id="wh-hamburg")],
+            requested=2,
+            available=118,
+            expires_at=_LATER,
+            stock_position="inventory.stock:7:1042",
+            decided_event_id="0b9f7f4e-2f7a-4d8e-9a57-5ad1e5b1c0de",
         ),
         c.ReservationHeld(
             reservation_id="res-5f1c",
@@ -111,8 +122,21 @@ EXAMPLES: dict[type[Event], Event] = {
             reason="insufficient_stock",
             lines=[c.RejectedLine(sku="SKU-000042", requested=3, available=1)],
         ),
+        c.ReservationExtensionRequested(
+            reservation_id="res-5f1c", expires_at=_LATER, requested_at=_AT
+        ),
         c.ReservationExtended(reservation_id="res-5f1c", expires_at=_LATER),
+        c.ReservationCommitRequested(
+            reservation_id="res-5f1c",
+            order_id="ord-1001",
+            lines=[c.Line(sku="SKU-000042", quantity=2)],
+            requested_at=_AT,
+        ),
         c.ReservationCommitted(reservation_id="res-5f1c", order_id="ord-1001"),
+        c.ReservationCommitRejected(
+            reservation_id="res-5f1d", order_id="ord-1002", reason="expired"
+        ),
+        c.ReservationReleaseRequested(reservation_id="res-5f1c"),
         c.ReservationReleased(reservation_id="res-5f1c", reason="released"),
         c.OrderPlaced(
             order_id="ord-1001",
@@ -123,9 +147,15 @@ EXAMPLES: dict[type[Event], Event] = {
         ),
         c.OrderConfirmed(order_id="ord-1001"),
         c.OrderRejected(order_id="ord-1002", reason="reservation_expired"),
-        c.OrderCancelled(order_id="ord-1001", reason="customer request"),
+        c.OrderCancelled(
+            order_id="ord-1001",
+            reservation_id="res-5f1c",
+            lines=[c.Line(sku="SKU-000042", quantity=2)],
+            reason="customer request",
+        ),
         c.OrderFulfilled(
             order_id="ord-1001",
+            reservation_id="res-5f1c",
             shipment_id="shp-1",
             location_id="wh-hamburg",
             lines=[c.Line(sku="SKU-000042", quantity=2)],

@@ -7,7 +7,9 @@ Two things make a record not count:
   epoch higher than any before it into the partition it takes over, and stamps
   its decisions with that epoch. Decisions stamped with any other epoch than
   the partition's current one come from a paused or partitioned old owner and
-  are ignored, by every reader alike.
+  are ignored, by every reader alike. So are decisions stamped with the current
+  epoch by anyone but the writer whose claim won it (two claimants racing for
+  the same epoch: the first in the log wins).
 * **Duplicates.** Without an idempotent producer a retried send can land twice
   with the same CloudEvents id; the second copy is ignored. The window is
   counted in records, so it is a function of the log alone.
@@ -72,6 +74,7 @@ class _RecentIds:
 @dataclass(slots=True)
 class FoldStats:
     applied: int = 0
+    claims: int = 0
     fenced: int = 0
     duplicates: int = 0
     poison: int = 0
@@ -84,6 +87,7 @@ class Fold(Generic[P]):
         self.projection = projection
         self.duplicate_window = duplicate_window
         self.epochs: dict[tuple[str, int], int] = {}
+        #: The source (writer identity) whose claim holds each partition.
         self.owners: dict[tuple[str, int], str] = {}
         self.stats = FoldStats()
         self._recent: dict[tuple[str, int], _RecentIds] = {}
@@ -91,8 +95,11 @@ class Fold(Generic[P]):
     def current_epoch(self, topic: str, partition: int) -> int:
         return self.epochs.get((topic, partition), 0)
 
-    def apply(self, envelope: Envelope[Event]) -> bool:
-        """Fold one envelope read from the log; True when it counted."""
+    def admit(self, envelope: Envelope[Event]) -> bool:
+        """Whether ``envelope`` counts; takes in ownership claims on the way.
+
+        For readers that run the projection themselves to see what it changed.
+        """
         position = envelope.position
         if position is None:
             raise ValueError("only envelopes read from the log can be folded")
@@ -105,23 +112,33 @@ class Fold(Generic[P]):
             return False
         event = envelope.event
         if isinstance(event, OwnershipClaimed):
-            return self._claim(partition, event)
-        if envelope.epoch is not None and envelope.epoch != self.epochs.get(partition, 0):
+            self._claim(partition, envelope.source, event)
+            return False
+        if envelope.epoch is not None and (
+            envelope.epoch != self.epochs.get(partition, 0)
+            or envelope.source != self.owners.get(partition)
+        ):
+            # An old owner, or a rival that lost the race to claim this epoch.
             self.stats.fenced += 1
+            return False
+        return True
+
+    def apply(self, envelope: Envelope[Event]) -> bool:
+        """Fold one envelope read from the log; True when it changed the projection's input."""
+        if not self.admit(envelope):
             return False
         self.projection.apply(envelope)
         self.stats.applied += 1
         return True
 
-    def _claim(self, partition: tuple[str, int], claim: OwnershipClaimed) -> bool:
+    def _claim(self, partition: tuple[str, int], source: str, claim: OwnershipClaimed) -> None:
         # A claim for another partition, or not above the current epoch, is a stale writer's.
         if claim.partition != partition[1] or claim.epoch <= self.epochs.get(partition, 0):
             self.stats.fenced += 1
-            return False
+            return
         self.epochs[partition] = claim.epoch
-        self.owners[partition] = claim.owner
-        self.stats.applied += 1
-        return True
+        self.owners[partition] = source
+        self.stats.claims += 1
 
     def apply_record(
         self,
@@ -142,7 +159,7 @@ class Fold(Generic[P]):
     def canonical(self) -> Any:
         return {
             "state": self.projection.canonical(),
-            "epochs": sorted([t, p, e] for (t, p), e in self.epochs.items()),
+            "epochs": sorted([t, p, e, self.owners[t, p]] for (t, p), e in self.epochs.items()),
         }
 
     def state_hash(self) -> str:

@@ -10,8 +10,8 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.structs import RecordMetadata
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from aiokafka.structs import RecordMetadata
 
 from omnistock.events import metrics, tracing
 from omnistock.events.codec import encode
