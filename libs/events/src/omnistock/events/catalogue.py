@@ -328,6 +328,14 @@ class ReservationCommitRejected(_ReservationEvent):
     reason: Literal["expired", "released", "mismatch", "unknown_reservation", "not_held"]
 
 
+class ReservationChangeRefused(_ReservationEvent):
+    """A release or extension asked of a reservation that can no longer change that way."""
+
+    event_type: ClassVar[str] = "io.omnistock.inventory.ReservationChangeRefused"
+    request: Literal["release", "extend"]
+    status: Annotated[str, StringConstraints(max_length=32)]
+
+
 class ReservationReleaseRequested(_ReservationEvent):
     event_type: ClassVar[str] = "io.omnistock.inventory.ReservationReleaseRequested"
 
@@ -506,6 +514,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ReservationCommitRequested,
     ReservationCommitted,
     ReservationCommitRejected,
+    ReservationChangeRefused,
     ReservationReleaseRequested,
     ReservationReleased,
     OrderPlaced,

@@ -136,6 +136,9 @@ EXAMPLES: dict[type[Event], Event] = {
         c.ReservationCommitRejected(
             reservation_id="res-5f1d", order_id="ord-1002", reason="expired"
         ),
+        c.ReservationChangeRefused(
+            reservation_id="res-5f1c", request="release", status="committed"
+        ),
         c.ReservationReleaseRequested(reservation_id="res-5f1c"),
         c.ReservationReleased(reservation_id="res-5f1c", reason="released"),
         c.OrderPlaced(
