@@ -1,0 +1,72 @@
+"""How a service declares itself, and the one way every service process is started.
+
+Each service package publishes a :class:`ServiceSpec` under the ``omnistock.services``
+entry point group. The dev stack, the container images and the Helm chart all
+start services with ``python -m omnistock.events.service <name>``, so there is a
+single start-up path to reason about.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+import typer
+import uvicorn
+
+ENTRY_POINT_GROUP = "omnistock.services"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """What the platform needs to know to run a service."""
+
+    name: str
+    #: ``module:callable`` returning the ASGI app (a factory, so import has no side effects).
+    app_factory: str
+    default_port: int
+    description: str
+    needs_database: bool = True
+
+    def create_app(self) -> Any:
+        module, _, attribute = self.app_factory.partition(":")
+        return getattr(importlib.import_module(module), attribute)()
+
+
+def discover() -> dict[str, ServiceSpec]:
+    """Every installed service, by name, in port order."""
+    specs = [ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)]
+    return {spec.name: spec for spec in sorted(specs, key=lambda s: s.default_port)}
+
+
+def main(
+    name: str = typer.Argument(..., help="Service to run, e.g. inventory."),
+    host: str = typer.Option(os.environ.get("HOST", "127.0.0.1"), help="Interface to bind."),
+    port: int = typer.Option(0, help="Port; 0 means the service's default."),
+    log_level: str = typer.Option(os.environ.get("LOG_LEVEL", "info")),
+) -> None:
+    """Run one omnistock service's HTTP API and its consumers in this process."""
+    services = discover()
+    if name not in services:
+        raise typer.BadParameter(f"unknown service {name!r}; installed: {', '.join(services)}")
+    spec = services[name]
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        spec.create_app(),
+        host=host,
+        port=port or spec.default_port,
+        log_level=log_level.lower(),
+        # Kubernetes and the dev stack send SIGTERM; consumers need time to commit and leave.
+        timeout_graceful_shutdown=20,
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    typer.run(main)
