@@ -1,0 +1,1 @@
+"""The inventory service: stock per (sku, location), reservations, cross-store stock queries."""

@@ -1,0 +1,1 @@
+"""Pure inventory domain: state + event → state (and what changed). No I/O here."""

@@ -1,0 +1,242 @@
+"""Reservations across SKU partitions, simulated message by message.
+
+Stock partitions (one per SKU), reservation partitions and the saga coordinator
+exchange events through FIFO queues, as Kafka partitions do; Hypothesis picks
+which queue delivers next, so every interleaving of owners, coordinator, expiries
+and commits gets its chance. The code under test is the real domain code.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from omnistock.events.catalogue import (
+    HoldExpired,
+    HoldLine,
+    HoldOutcome,
+    HoldRequested,
+    Line,
+    LocatedLine,
+    RequestedLine,
+    ReservationCommitRequested,
+    ReservationHeld,
+    ReservationRejected,
+    ReservationReleaseRequested,
+    ReservationRequested,
+    StockReceived,
+)
+from omnistock.events.envelope import Envelope, Event, Position
+from omnistock.inventory.domain.reservations import SagaCoordinator
+from omnistock.inventory.domain.stock import StockBook
+
+T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+SKUS = ["A", "B", "C"]
+LOCATIONS = ["wh", "s1"]
+
+
+class World:
+    def __init__(self) -> None:
+        self.books = {sku: StockBook() for sku in SKUS}
+        self.stock_queues: dict[str, deque[Event]] = {sku: deque() for sku in SKUS}
+        self.reservation_queue: deque[Event] = deque()
+        self.coordinator = SagaCoordinator()
+        self.written: list[Event] = []
+        self.offsets = 0
+
+    def envelope(self, event: Event, time: datetime = T0) -> Envelope[Event]:
+        self.offsets += 1
+        return Envelope(event=event, source="/sim", time=time).at(Position("x", 0, self.offsets))
+
+    def write(self, event: Event) -> None:
+        self.written.append(event)
+        sku = getattr(event, "sku", None)
+        if event.topic is not None and event.topic.name == "inventory.stock":
+            assert sku is not None
+            self.stock_queues[sku].append(event)
+        else:
+            self.reservation_queue.append(event)
+
+    def deliver_stock(self, sku: str, time: datetime = T0) -> None:
+        event = self.stock_queues[sku].popleft()
+        envelope = self.envelope(event, time)
+        decision = self.books[sku].apply(envelope).decision
+        if decision is not None:
+            self.write(
+                HoldOutcome(
+                    reservation_id=decision.reservation_id,
+                    sku=decision.sku,
+                    request=decision.request,
+                    outcome=decision.outcome,
+                    allocations=[
+                        LocatedLine(sku=decision.sku, quantity=q, location_id=loc)
+                        for loc, q in decision.allocations
+                    ],
+                    requested=decision.requested,
+                    available=decision.available,
+                    expires_at=decision.expires_at,
+                    order_id=decision.order_id,
+                    stock_position=envelope.position.token() if envelope.position else "",
+                    decided_event_id=envelope.id,
+                )
+            )
+
+    def deliver_reservation(self) -> None:
+        envelope = self.envelope(self.reservation_queue.popleft())
+        saga = self.coordinator.fold(envelope)
+        if isinstance(envelope.event, ReservationHeld):
+            # I2 at the moment it is reported: every line of the reservation is held.
+            for sku in {line.sku for line in envelope.event.lines}:
+                assert self.books[sku].holds[saga.reservation_id, sku].status in (
+                    "held",
+                    "committed",
+                    "expired",
+                    "released",
+                )
+        if saga is not None:
+            follow_ups = self.coordinator.to_write(saga)
+            for event in follow_ups:
+                self.write(event)
+            self.coordinator.written(saga, follow_ups)
+
+    def settle(self, choices: list[int]) -> None:
+        for choice in choices:
+            ready = [
+                q
+                for q in [*SKUS, "res"]
+                if (self.reservation_queue if q == "res" else self.stock_queues[q])
+            ]
+            if not ready:
+                return
+            pick = ready[choice % len(ready)]
+            if pick == "res":
+                self.deliver_reservation()
+            else:
+                self.deliver_stock(pick)
+        # Then drain in a fixed order until quiet (liveness: everything settles).
+        for _ in range(10_000):
+            if self.reservation_queue:
+                self.deliver_reservation()
+            elif any(self.stock_queues.values()):
+                self.deliver_stock(next(s for s in SKUS if self.stock_queues[s]))
+            else:
+                return
+        raise AssertionError("the sagas never settled")
+
+
+@st.composite
+def scenario(draw: st.DrawFn) -> tuple[list[tuple[str, object]], list[int]]:
+    steps: list[tuple[str, object]] = []
+    for sku in SKUS:
+        for loc in LOCATIONS:
+            steps.append(("receive", (sku, loc, draw(st.integers(0, 3)))))
+    for n in range(draw(st.integers(1, 8))):
+        lines = draw(
+            st.lists(st.tuples(st.sampled_from(SKUS), st.integers(1, 3)), min_size=1, max_size=3)
+        )
+        steps.append(("reserve", (f"r{n}", lines)))
+        extra = draw(st.sampled_from(["none", "commit", "release", "expire", "commit_mismatch"]))
+        if extra != "none":
+            steps.append((extra, f"r{n}"))
+    # Receipts first; each reservation before what is done to it.
+    ordered = sorted(range(len(steps)), key=lambda i: (steps[i][0] != "receive", i))
+    choices = draw(st.lists(st.integers(0, 10), max_size=200))
+    return [steps[i] for i in ordered], choices
+
+
+def act(world: World, requested: dict[str, list[tuple[str, int]]], kind: str, arg: object) -> None:
+    """What the API, an order or an owner's timer does at one step of the scenario."""
+    if kind == "receive":
+        sku, loc, qty = arg  # type: ignore[misc]
+        if qty:
+            world.write(
+                StockReceived(receipt_id=f"rc-{sku}-{loc}", sku=sku, location_id=loc, quantity=qty)
+            )
+    elif kind == "reserve":
+        rid, lines = arg  # type: ignore[misc]
+        requested[rid] = lines
+        expires = T0 + timedelta(minutes=15)
+        world.write(
+            ReservationRequested(
+                reservation_id=rid,
+                lines=[RequestedLine(sku=s, quantity=q) for s, q in lines],
+                ttl_seconds=900,
+                channel="web",
+                expires_at=expires,
+                request_fingerprint=rid,
+            )
+        )
+        for sku in sorted({s for s, _ in lines}):
+            world.write(
+                HoldRequested(
+                    reservation_id=rid,
+                    sku=sku,
+                    lines=[HoldLine(quantity=q) for s, q in lines if s == sku],
+                    online_locations=LOCATIONS,
+                    expires_at=expires,
+                    requested_at=T0,
+                    request_fingerprint=rid,
+                )
+            )
+    elif kind in ("commit", "commit_mismatch"):
+        rid = str(arg)
+        lines = requested[rid] if kind == "commit" else [("A", 99)]
+
+        world.write(
+            ReservationCommitRequested(
+                reservation_id=rid,
+                order_id=f"o-{rid}",
+                lines=[Line(sku=s, quantity=q) for s, q in lines],
+                requested_at=T0,
+            )
+        )
+    elif kind == "release":
+        world.write(ReservationReleaseRequested(reservation_id=str(arg)))
+    elif kind == "expire":
+        rid = str(arg)
+        for sku in sorted({s for s, _ in requested[rid]}):
+            # The owner's timer, at a time when the hold is due.
+            world.stock_queues[sku].append(HoldExpired(reservation_id=rid, sku=sku))
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenario())
+def test_every_reservation_is_all_or_nothing_once_settled(
+    data: tuple[list[tuple[str, object]], list[int]],
+) -> None:
+    steps, choices = data
+    world = World()
+    requested: dict[str, list[tuple[str, int]]] = {}
+    chunks = [choices[i :: len(steps)] for i in range(len(steps))]
+    for (kind, arg), chunk in zip(steps, chunks, strict=True):
+        act(world, requested, kind, arg)
+        world.settle(chunk)
+    world.settle([])
+
+    summaries = {
+        e.reservation_id: e
+        for e in world.written
+        if isinstance(e, ReservationHeld | ReservationRejected)
+    }
+    for rid, lines in requested.items():
+        saga = world.coordinator.book.sagas[rid]
+        assert saga.status != "pending", f"{rid} never settled"
+        assert rid in summaries
+        holds = [world.books[s].holds.get((rid, s)) for s in {s for s, _ in lines}]
+        if saga.status == "rejected":
+            # I2: a rejected reservation holds nothing once it settles.
+            assert all(h is None or h.status != "held" for h in holds), rid
+        if saga.status in ("released", "expired"):
+            assert all(h is None or h.status not in ("held", "committed") for h in holds), rid
+        if saga.status == "committed":
+            assert all(h is not None and h.status == "committed" for h in holds), rid
+        if saga.status == "held":
+            assert all(h is not None and h.status == "held" for h in holds), rid
+    for sku in SKUS:
+        for level in world.books[sku].levels.values():
+            assert level.held >= 0
+            assert level.committed >= 0
+            assert level.held + level.committed <= level.on_hand
