@@ -97,7 +97,7 @@ class World:
                     "released",
                 )
         if saga is not None:
-            follow_ups = self.coordinator.to_write(saga)
+            follow_ups = [event for event, _ in self.coordinator.to_write(saga)]
             for event in follow_ups:
                 self.write(event)
             self.coordinator.written(saga, follow_ups)

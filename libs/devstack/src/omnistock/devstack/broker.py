@@ -34,6 +34,12 @@ _PROBE_TIMEOUT_S = 2.0
 _PORT_ATTEMPTS = 3
 
 
+#: Client settings for the embedded broker: Tansu holds every fetch for the full
+#: fetch.max.wait.ms even when data arrives (Apache Kafka answers at once), so a
+#: short wait is what keeps produce-to-consume latency in milliseconds.
+EMBEDDED_FETCH_MAX_WAIT_MS = 10
+
+
 class EmbeddedBroker:
     """One Tansu broker process on ``host:port``, started and stopped by this object.
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from omnistock.devstack._support import run_sync
-from omnistock.devstack.broker import EmbeddedBroker
+from omnistock.devstack.broker import EMBEDDED_FETCH_MAX_WAIT_MS, EmbeddedBroker
 from omnistock.devstack.postgres import (
     EmbeddedPostgres,
     asyncpg_url,
@@ -72,6 +72,7 @@ def kafka_settings(kafka_bootstrap: str, topic_prefix: str) -> KafkaSettings:
         topic_prefix=topic_prefix,
         session_timeout_ms=2_000,
         heartbeat_interval_ms=300,
+        fetch_max_wait_ms=EMBEDDED_FETCH_MAX_WAIT_MS,
     )
 
 

@@ -413,6 +413,8 @@ class PosTransactionRecorded(Event):
     type: Literal["sale", "return", "void"]
     lines: list[PosLine]
     voids_transaction_id: Identifier | None = None
+    #: For a void: what the voided transaction was, so its effect can be reversed.
+    voided_type: Literal["sale", "return"] | None = None
 
 
 # --- replenishment.events (key: location_id) ---------------------------------------------

@@ -31,8 +31,9 @@ Handler = Callable[[Envelope[Event]], Awaitable[None]]
 #: Called once a partition's batch is handled, with the next offset to read: the place
 #: to commit a unit of work together with the consumer position.
 BatchDone = Callable[[TopicPartition, int], Awaitable[None]]
-#: Called when a batch failed and will be retried: discard what it half-did.
-BatchFailed = Callable[[TopicPartition], Awaitable[None]]
+#: Called when a batch failed and will be retried: discard what it half-did, and say where
+#: to read again from (None: the failed batch's first record).
+BatchFailed = Callable[[TopicPartition], Awaitable[int | None]]
 #: Called on assignment; may return the offsets to start from (positions kept in a database).
 OnAssigned = Callable[[set[TopicPartition]], Awaitable[Mapping[TopicPartition, int] | None]]
 OnRevoked = Callable[[set[TopicPartition]], Awaitable[None]]
@@ -125,6 +126,7 @@ class ConsumerRunner:
             auto_offset_reset="earliest",
             max_poll_records=self.max_batch,
             session_timeout_ms=self.kafka.session_timeout_ms,
+            fetch_max_wait_ms=self.kafka.fetch_max_wait_ms,
             heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
         )
         consumer.subscribe(self.physical_topics, listener=_Rebalance(self))
@@ -151,6 +153,11 @@ class ConsumerRunner:
 
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
+
+    async def committed(self, tp: TopicPartition) -> int:
+        """The group's committed offset of ``tp`` (0 when nothing was committed)."""
+        assert self._consumer is not None
+        return int(await self._consumer.committed(tp) or 0)
 
     async def _assigned(self, partitions: set[TopicPartition]) -> None:
         assert self._consumer is not None
@@ -193,9 +200,10 @@ class ConsumerRunner:
                             tp,
                             records[0].offset,
                         )
+                        restart = None
                         if self.batch_failed is not None:
-                            await self.batch_failed(tp)
-                        consumer.seek(tp, records[0].offset)
+                            restart = await self.batch_failed(tp)
+                        consumer.seek(tp, records[0].offset if restart is None else restart)
                         delay = min(
                             self.retry_backoff_s * 2 ** (failures - 1), self.max_retry_backoff_s
                         )
@@ -217,12 +225,20 @@ class ConsumerRunner:
         metrics.OLDEST_UNPROCESSED_AGE.labels(self.group_id).set(
             max(0.0, time.time() - records[0].timestamp / 1000)
         )
+        started = time.perf_counter()
         for record in records:
             await self._handle_one(record)
+        handled = time.perf_counter()
         next_offset = records[-1].offset + 1
         if self.batch_done is not None:
             await self.batch_done(tp, next_offset)
+        done = time.perf_counter()
         await consumer.commit({tp: next_offset})
+        committed = time.perf_counter()
+        observe = metrics.BATCH_SECONDS.labels
+        observe(self.group_id, "handle").observe(handled - started)
+        observe(self.group_id, "batch_done").observe(done - handled)
+        observe(self.group_id, "commit").observe(committed - done)
         self._next_offsets[tp] = next_offset
 
     async def _handle_one(self, record: ConsumerRecord[bytes, bytes]) -> None:

@@ -36,7 +36,7 @@ from omnistock.events.envelope import Envelope, Event, Position
 class Projection(Protocol):
     """State that evolves by events: ``apply`` is state + event → state."""
 
-    def apply(self, envelope: Envelope[Event]) -> None: ...
+    def apply(self, envelope: Envelope[Event]) -> object: ...
 
     def canonical(self) -> Any:
         """The state as plain JSON-able data, identical for identical state."""
@@ -155,6 +155,29 @@ class Fold(Generic[P]):
             self.stats.poison += 1
             return False
         return self.apply(envelope)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to continue folding exactly as if from offset 0."""
+        return {
+            "projection": self.projection.canonical(),
+            "epochs": [[t, p, e, self.owners[t, p]] for (t, p), e in self.epochs.items()],
+            "recent": [[t, p, list(ids.order)] for (t, p), ids in self._recent.items()],
+        }
+
+    @classmethod
+    def restore(
+        cls, data: dict[str, Any], projection: P, *, duplicate_window: int = 10_000
+    ) -> Fold[P]:
+        """A fold continuing from :meth:`snapshot`; ``projection`` is rebuilt by the caller."""
+        fold = cls(projection, duplicate_window=duplicate_window)
+        for topic, partition, epoch, owner in data["epochs"]:
+            fold.epochs[topic, partition] = epoch
+            fold.owners[topic, partition] = owner
+        for topic, partition, ids in data["recent"]:
+            recent = fold._recent[topic, partition] = _RecentIds(duplicate_window)
+            for event_id in ids:
+                recent.seen(event_id)
+        return fold
 
     def canonical(self) -> Any:
         return {

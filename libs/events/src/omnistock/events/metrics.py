@@ -25,6 +25,12 @@ EVENTS_CONSUMED = Counter(
     "Events handled by a consumer group.",
     ["topic", "type", "group"],
 )
+BATCH_SECONDS = Histogram(
+    "omnistock_consumer_batch_seconds",
+    "Time to handle one partition's batch, including its unit of work and offset commit.",
+    ["group", "stage"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 HANDLER_ERRORS = Counter(
     "omnistock_handler_errors_total",
     "Handler failures that will be retried (the record is not committed).",

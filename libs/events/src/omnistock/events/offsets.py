@@ -4,8 +4,9 @@ The embedded Tansu broker answers ListOffsets(latest) with the *base* offset of
 the last record batch plus one, so when a producer packed several records into
 that batch the answer falls short of the real end (10 records at offsets 3..12
 give 4, not 13). Fetch responses carry the correct high watermark. So the
-listed offset is taken as a lower bound and the last batch is fetched to read
-the high watermark; on Apache Kafka both agree and the fetch costs one round trip.
+listed offset is only a lower bound, and every partition is fetched from just
+below it to read the high watermark; on Apache Kafka both agree and the fetch
+costs one round trip.
 """
 
 from __future__ import annotations
@@ -29,21 +30,28 @@ async def end_offsets(
     """
     listed: dict[TopicPartition, int] = dict(await consumer.end_offsets(list(partitions)))
     ends = dict(listed)
-    pending = {tp for tp in partitions if listed[tp] > 0}
+    pending = set(partitions)
     for tp in pending:
-        consumer.seek(tp, listed[tp] - 1)
+        consumer.seek(tp, max(listed[tp] - 1, 0))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + FETCH_DEADLINE_S
-    while pending and loop.time() < deadline:
-        batches = await consumer.getmany(*pending, timeout_ms=100)
-        for tp in list(pending):
-            records = batches.get(tp)
-            highwater = consumer.highwater(tp)
-            if records:
-                ends[tp] = max(ends[tp], records[-1].offset + 1, highwater or 0)
+    try:
+        while pending and loop.time() < deadline:
+            # Take everything fetched: records left in aiokafka's buffer stop it fetching
+            # from that broker at all. Partitions already measured are paused instead.
+            batches = await consumer.getmany(timeout_ms=100)
+            for tp in list(pending):
+                records = batches.get(tp)
+                highwater = consumer.highwater(tp)
+                if records:
+                    ends[tp] = max(ends[tp], records[-1].offset + 1, highwater or 0)
+                elif highwater is None:
+                    continue
+                else:
+                    # Nothing to read there (an empty partition, a compacted or control record).
+                    ends[tp] = max(ends[tp], highwater)
                 pending.discard(tp)
-            elif highwater is not None and highwater >= listed[tp]:
-                # Nothing to read at listed-1 (a compacted or control record): trust the watermark.
-                ends[tp] = max(ends[tp], highwater)
-                pending.discard(tp)
+                consumer.pause(tp)
+    finally:
+        consumer.resume(*partitions)
     return ends

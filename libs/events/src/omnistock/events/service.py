@@ -64,6 +64,9 @@ def main(
         log_level=log_level.lower(),
         # Kubernetes and the dev stack send SIGTERM; consumers need time to commit and leave.
         timeout_graceful_shutdown=20,
+        # Consumer hops were seen taking 100-500 ms under uvloop in a first measurement and
+        # milliseconds on the standard loop; bench/ re-measures this before it changes.
+        loop="asyncio",
         access_log=False,
     )
 

@@ -44,6 +44,13 @@ class KafkaSettings(BaseSettings):
         description="How long a silent group member keeps its partitions; bounds failover time.",
     )
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Longest a fetch waits for data. Apache Kafka answers as soon as data "
+        "arrives; the embedded Tansu broker always waits this long, so the dev stack sets 10.",
+    )
 
     def client_options(self) -> dict[str, object]:
         """Connection options shared by producers, consumers and admin clients."""
@@ -64,18 +71,23 @@ class KafkaSettings(BaseSettings):
 
 
 class ServiceSettings(BaseSettings):
-    """Settings common to every service process."""
+    """Settings common to every service process.
 
-    model_config = SettingsConfigDict(extra="ignore")
+    Their environment names are the same for every service (no service prefix), so
+    subclasses may add an ``env_prefix`` for their own settings only.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     database_url: SecretStr = Field(
         default=SecretStr("postgresql+asyncpg://postgres@127.0.0.1:55432/postgres"),
+        validation_alias="DATABASE_URL",
         description="SQLAlchemy URL of this service's own database (asyncpg driver).",
     )
-    host: str = Field(default="127.0.0.1", description="Interface the HTTP API listens on.")
-    log_level: str = Field(default="INFO")
+    log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
     instance_id: str = Field(
         default="",
+        validation_alias="INSTANCE_ID",
         description="Stable name of this replica (pod name in Kubernetes); random when empty.",
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

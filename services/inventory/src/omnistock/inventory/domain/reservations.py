@@ -33,7 +33,7 @@ from omnistock.events.catalogue import (
     ReservationReleaseRequested,
     ReservationRequested,
 )
-from omnistock.events.envelope import Envelope, Event
+from omnistock.events.envelope import Envelope, Event, derived_id
 
 SagaStatus = Literal["pending", "held", "rejected", "committed", "released", "expired"]
 _GONE = ("released", "expired", "not_held", "unknown")
@@ -147,11 +147,7 @@ class Saga:
         """Everything this saga still needs written, given what the log says so far."""
         rid = self.reservation_id
         if self.request is None:
-            # Holds nobody asked for as a reservation (a conflicting retry): give them back.
-            return [
-                HoldReleaseRequested(reservation_id=rid, sku=sku, reason="aborted")
-                for sku in self.held_skus()
-            ]
+            return self._unknown()
         out: list[Event] = self._stray_holds()
         if self.status == "pending":
             out += self._decide()
@@ -173,6 +169,30 @@ class Saga:
         if self.extension is not None and self.status not in ("pending", "held"):
             out.append(
                 ReservationChangeRefused(reservation_id=rid, request="extend", status=self.status)
+            )
+        return out
+
+    def _unknown(self) -> list[Event]:
+        """No reservation was ever requested under this id: refuse what is asked of it, and
+        give back holds that arrived without one (a conflicting retry)."""
+        rid = self.reservation_id
+        out: list[Event] = [
+            HoldReleaseRequested(reservation_id=rid, sku=sku, reason="aborted")
+            for sku in self.held_skus()
+        ]
+        out += [
+            ReservationCommitRejected(
+                reservation_id=rid, order_id=order, reason="unknown_reservation"
+            )
+            for order in sorted(self.unanswered_commits)
+        ]
+        if self.unanswered_release:
+            out.append(
+                ReservationChangeRefused(reservation_id=rid, request="release", status="unknown")
+            )
+        if self.extension is not None:
+            out.append(
+                ReservationChangeRefused(reservation_id=rid, request="extend", status="unknown")
             )
         return out
 
@@ -365,6 +385,7 @@ class SagaBook:
 
 
 def _emission_key(event: Event, generation: int) -> tuple[Any, ...]:
+    # Deterministic, so the same follow-up written again after a restart has the same id.
     return (
         event.event_type,
         getattr(event, "sku", None),
@@ -396,10 +417,15 @@ class SagaCoordinator:
             self._generation[saga.reservation_id] = self._generation.get(saga.reservation_id, 0) + 1
         return saga
 
-    def to_write(self, saga: Saga) -> list[Event]:
+    def to_write(self, saga: Saga) -> list[tuple[Event, str]]:
+        """Follow-ups not yet written by this process, each with its deterministic event id."""
         written = self._written.get(saga.reservation_id, set())
         generation = self._generation.get(saga.reservation_id, 0)
-        return [e for e in saga.next_events() if _emission_key(e, generation) not in written]
+        return [
+            (e, derived_id(saga.reservation_id, *_emission_key(e, generation)))
+            for e in saga.next_events()
+            if _emission_key(e, generation) not in written
+        ]
 
     def written(self, saga: Saga, events: list[Event]) -> None:
         generation = self._generation.get(saga.reservation_id, 0)

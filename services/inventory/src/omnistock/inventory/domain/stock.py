@@ -164,6 +164,10 @@ class StockBook:
                 due.append(hold)
         return due
 
+    def requeue_expiry(self, hold: Hold) -> None:
+        """Put back a due hold whose expiry could not be written, to try again."""
+        heapq.heappush(self._expiries, (hold.expires_at, hold.reservation_id, hold.sku))
+
     def next_expiry(self) -> datetime | None:
         return self._expiries[0][0] if self._expiries else None
 

@@ -1,0 +1,131 @@
+"""The inventory process: HTTP API, partition owner, saga coordinator, translator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from omnistock.events.admin import cluster_id
+from omnistock.events.envelope import utcnow
+from omnistock.events.http import Health, create_app
+from omnistock.events.positions import load_positions, why_rebuild
+from omnistock.events.producer import EventProducer
+from omnistock.inventory import projections as rm
+from omnistock.inventory.api import Inventory, router
+from omnistock.inventory.handlers import (
+    RESERVATIONS_GROUP,
+    STOCK_GROUP,
+    LocationsView,
+    Outcomes,
+    ReservationCoordinator,
+    StockOwner,
+    Translator,
+)
+from omnistock.inventory.settings import InventorySettings
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+
+
+async def _read_model_matches_log(settings: InventorySettings, engine: AsyncEngine) -> None:
+    """Empty the read model when the log no longer backs it (rule 2: never serve fiction)."""
+    for consumer in (STOCK_GROUP, RESERVATIONS_GROUP):
+        async with engine.connect() as connection:
+            stored = await load_positions(connection, consumer)
+        reason = await why_rebuild(settings.kafka, stored)
+        if reason:
+            await rm.forget_everything(engine, reason)
+            return
+
+
+def create_inventory_app(
+    settings: InventorySettings | None = None, *, clock: Callable[[], datetime] = utcnow
+) -> FastAPI:
+    """The inventory service's app. ``clock`` is when holds expire (tests move it)."""
+    settings = settings or InventorySettings()
+    health = Health()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        instance = settings.instance_id or f"inventory-{uuid.uuid4().hex[:8]}"
+        engine = create_async_engine(
+            settings.database_url.get_secret_value(), pool_size=10, max_overflow=10
+        )
+        producer = EventProducer(settings.kafka, source=f"/omnistock/inventory/{instance}")
+        await producer.start()
+        log_id = await cluster_id(settings.kafka)
+        await rm.prepare(engine)
+        await _read_model_matches_log(settings, engine)
+        locations = LocationsView(settings.kafka)
+        outcomes = Outcomes(settings.kafka)
+        owner = StockOwner(
+            settings.kafka,
+            producer,
+            engine,
+            log_id=log_id,
+            snapshot_every=settings.snapshot_every,
+            expiry_interval_s=settings.expiry_interval_s,
+            clock=clock,
+        )
+        coordinator = ReservationCoordinator(settings.kafka, producer, engine, log_id=log_id)
+        translator = Translator(settings.kafka, producer)
+        app.state.inventory = Inventory(settings, producer, engine, locations, outcomes)
+        app.state.components = {"owner": owner, "coordinator": coordinator}
+        # Group joins take a while on some brokers; they do not depend on each other.
+        await asyncio.gather(
+            locations.reader.start(),
+            outcomes.reader.start(),
+            owner.start(),
+            coordinator.runner.start(),
+            translator.runner.start(),
+        )
+        watcher = asyncio.create_task(_watch_readiness(health, locations, owner, coordinator))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await translator.runner.stop()
+            await coordinator.runner.stop()
+            await owner.stop()
+            await outcomes.reader.stop()
+            await locations.reader.stop()
+            await producer.stop()
+            await engine.dispose()
+
+    app = create_app(
+        title="omnistock inventory",
+        description="Stock per (sku, location), reservations with holds, receipts, "
+        "adjustments, and cross-store stock queries. Every write is an event in the log first.",
+        version=VERSION,
+        health=health,
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    return app
+
+
+async def _watch_readiness(
+    health: Health,
+    locations: LocationsView,
+    owner: StockOwner,
+    coordinator: ReservationCoordinator,
+) -> None:
+    """Ready once every view has caught up with the log as it was at start. Later lag does
+    not make the service unready: queries still answer and say how fresh they are."""
+    health.unblock("starting")
+    health.block("replaying", "catching up with the log")
+    await locations.reader.caught_up()
+    await owner.ready.wait()
+    await coordinator.ready.wait()
+    health.unblock("replaying")
+    log.info("inventory ready")

@@ -1,0 +1,294 @@
+"""The inventory read model in PostgreSQL: rows derived from the log, nothing else.
+
+Every table here can be dropped; the service rebuilds it from the log. The
+consumer position of each partition is written in the same transaction as the
+rows it covers, so rows and position never disagree. There are no migrations:
+a new :data:`READ_MODEL_VERSION` drops the tables and rebuilds them from the log,
+which is cheaper and safer than migrating data that is derived anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from omnistock.events.positions import PLUMBING, consumer_positions
+
+log = logging.getLogger(__name__)
+
+#: Bump when a table below changes shape: the read model is then rebuilt from the log.
+READ_MODEL_VERSION = 1
+
+metadata = MetaData()
+
+read_model_meta = Table(
+    "read_model_meta",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+stock_levels = Table(
+    "stock_levels",
+    metadata,
+    Column("sku", String(64), primary_key=True),
+    Column("location_id", String(64), primary_key=True),
+    Column("on_hand", BigInteger, nullable=False),
+    Column("held", BigInteger, nullable=False),
+    Column("committed", BigInteger, nullable=False),
+    Column("unsellable", BigInteger, nullable=False),
+    Column("incoming", BigInteger, nullable=False),
+    Column("safety_stock", BigInteger, nullable=False),
+    Column("available", BigInteger, nullable=False, index=True),
+    Column("partition", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+stock_movements = Table(
+    "stock_movements",
+    metadata,
+    Column("partition", Integer, primary_key=True),
+    Column("offset", BigInteger, primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("sku", String(64), nullable=False),
+    Column("location_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("document_type", String(32), nullable=False),
+    Column("document_id", String(64), nullable=False),
+    Column("reason", String(200)),
+    Column("on_hand_change", BigInteger, nullable=False),
+    Column("held_change", BigInteger, nullable=False),
+    Column("committed_change", BigInteger, nullable=False),
+    Column("unsellable_change", BigInteger, nullable=False),
+    Column("incoming_change", BigInteger, nullable=False),
+    Column("on_hand", BigInteger, nullable=False),
+    Column("held", BigInteger, nullable=False),
+    Column("committed", BigInteger, nullable=False),
+    Column("available", BigInteger, nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("event_type", String(100), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("reservation_id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("channel", String(32)),
+    Column("lines", JSONB, nullable=False),
+    Column("requested_lines", JSONB, nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("order_id", String(64)),
+    Column("request_fingerprint", String(128)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+#: How far the read model of each stock partition has got, for ``as_of`` on queries.
+stock_progress = Table(
+    "stock_progress",
+    metadata,
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("last_event_at", DateTime(timezone=True)),
+    Column("written_at", DateTime(timezone=True), nullable=False),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("consumer", String(200), primary_key=True),
+    Column("topic", String(249), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("log_id", String(200), nullable=False),
+    Column("state", LargeBinary, nullable=False),
+)
+
+# The plumbing's positions table lives beside ours in this database.
+for _table in PLUMBING.tables.values():
+    _table.to_metadata(metadata)
+
+
+async def prepare(engine: AsyncEngine) -> bool:
+    """Create the tables; drop and recreate them when their shape changed. True if emptied."""
+    async with engine.begin() as connection:
+        await connection.execute(text("SELECT pg_advisory_xact_lock(424242)"))
+        exists = (
+            await connection.execute(text("SELECT to_regclass('read_model_meta') IS NOT NULL"))
+        ).scalar_one()
+        version = None
+        if exists:
+            version = (
+                await connection.execute(select(read_model_meta.c.version))
+            ).scalar_one_or_none()
+        if version == READ_MODEL_VERSION:
+            return False
+        if version is not None:
+            log.warning("read model v%s is not v%s: rebuilding", version, READ_MODEL_VERSION)
+        await connection.run_sync(metadata.drop_all)
+        await connection.run_sync(metadata.create_all)
+        await connection.execute(insert(read_model_meta).values(id=1, version=READ_MODEL_VERSION))
+        return True
+
+
+async def forget_everything(engine: AsyncEngine, reason: str) -> None:
+    """The log no longer backs these rows (a fresh broker, another cluster): empty them."""
+    log.warning("read model does not match the log (%s): rebuilding from offset 0", reason)
+    async with engine.begin() as connection:
+        for table in (stock_levels, stock_movements, reservations, stock_progress, snapshots):
+            await connection.execute(delete(table))
+        await connection.execute(delete(consumer_positions))
+
+
+def level_row(
+    sku: str, location_id: str, figures: Mapping[str, int], partition: int, at: datetime
+) -> dict[str, Any]:
+    return {
+        "sku": sku,
+        "location_id": location_id,
+        "partition": partition,
+        "updated_at": at,
+        **figures,
+    }
+
+
+async def upsert_levels(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    statement = insert(stock_levels)
+    columns = (
+        "on_hand",
+        "held",
+        "committed",
+        "unsellable",
+        "incoming",
+        "safety_stock",
+        "available",
+        "partition",
+        "updated_at",
+    )
+    await connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["sku", "location_id"],
+            set_={c: statement.excluded[c] for c in columns},
+        ),
+        list(rows),
+    )
+
+
+async def record_progress(
+    connection: AsyncConnection, partition: int, next_offset: int, last_event_at: datetime | None
+) -> None:
+    statement = insert(stock_progress).values(
+        partition=partition,
+        next_offset=next_offset,
+        last_event_at=last_event_at,
+        written_at=datetime.now(UTC),
+    )
+    await connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["partition"],
+            set_={
+                "next_offset": statement.excluded.next_offset,
+                "last_event_at": func.coalesce(
+                    statement.excluded.last_event_at, stock_progress.c.last_event_at
+                ),
+                "written_at": statement.excluded.written_at,
+            },
+        )
+    )
+
+
+async def insert_movements(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await connection.execute(insert(stock_movements).on_conflict_do_nothing(), list(rows))
+
+
+async def upsert_reservations(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    statement = insert(reservations)
+    columns = (
+        "status",
+        "channel",
+        "lines",
+        "requested_lines",
+        "expires_at",
+        "order_id",
+        "request_fingerprint",
+        "updated_at",
+    )
+    await connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["reservation_id"], set_={c: statement.excluded[c] for c in columns}
+        ),
+        list(rows),
+    )
+
+
+async def save_snapshot(
+    connection: AsyncConnection,
+    *,
+    consumer: str,
+    tp: TopicPartition,
+    next_offset: int,
+    log_id: str,
+    state: Any,
+) -> None:
+    statement = insert(snapshots).values(
+        consumer=consumer,
+        topic=tp.topic,
+        partition=tp.partition,
+        next_offset=next_offset,
+        log_id=log_id,
+        state=orjson.dumps(state),
+    )
+    await connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["consumer", "topic", "partition"],
+            set_={
+                "next_offset": statement.excluded.next_offset,
+                "log_id": log_id,
+                "state": statement.excluded.state,
+            },
+        )
+    )
+
+
+async def load_snapshot(
+    connection: AsyncConnection, consumer: str, tp: TopicPartition, log_id: str
+) -> tuple[int, Any] | None:
+    row = (
+        await connection.execute(
+            select(snapshots.c.next_offset, snapshots.c.state, snapshots.c.log_id).where(
+                snapshots.c.consumer == consumer,
+                snapshots.c.topic == tp.topic,
+                snapshots.c.partition == tp.partition,
+            )
+        )
+    ).one_or_none()
+    if row is None or row.log_id != log_id:
+        return None
+    return row.next_offset, orjson.loads(row.state)
