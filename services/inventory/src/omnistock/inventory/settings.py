@@ -25,4 +25,3 @@ class InventorySettings(ServiceSettings):
     expiry_interval_s: float = Field(
         default=0.2, gt=0, description="How often partition owners look for due holds."
     )
-    default_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
