@@ -238,7 +238,7 @@ class ReservationRequested(_ReservationEvent):
 
     event_type: ClassVar[str] = "io.omnistock.inventory.ReservationRequested"
     lines: Annotated[list[RequestedLine], Field(min_length=1, max_length=100)]
-    ttl_seconds: Annotated[int, Field(ge=30, le=86_400)]
+    ttl_seconds: Annotated[int, Field(ge=1, le=86_400)]
     channel: Channel
     expires_at: AwareDatetime
     #: Hash of the request body, so a retry with a different body is told apart.

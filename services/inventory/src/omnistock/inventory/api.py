@@ -51,7 +51,7 @@ from omnistock.inventory import projections as rm
 from omnistock.inventory.handlers import STOCK_GROUP, LocationsView, Outcomes
 from omnistock.inventory.settings import InventorySettings
 
-MIN_TTL, MAX_TTL = 30, 86_400
+MAX_TTL = 86_400
 MAX_RECEIPT_LINES = 1_000
 
 
@@ -235,7 +235,9 @@ async def post_adjustment(deps: Deps, body: AdjustmentIn) -> Written:
 class ReservationIn(Strict):
     reservation_id: Identifier
     lines: Annotated[list[RequestedLine], Field(min_length=1, max_length=100)]
-    ttl_seconds: Annotated[int, Field(ge=MIN_TTL, le=MAX_TTL)] = 900
+    ttl_seconds: Annotated[
+        int, Field(ge=1, le=MAX_TTL, description="At least INVENTORY_MIN_TTL_SECONDS (30).")
+    ] = 900
     channel: Channel = "web"
 
 
@@ -250,7 +252,20 @@ class ReservationOut(BaseModel):
 
 
 class TtlIn(Strict):
-    ttl_seconds: Annotated[int, Field(ge=MIN_TTL, le=MAX_TTL)]
+    ttl_seconds: Annotated[
+        int, Field(ge=1, le=MAX_TTL, description="At least INVENTORY_MIN_TTL_SECONDS (30).")
+    ]
+
+
+def check_ttl(deps: Inventory, ttl_seconds: int) -> None:
+    minimum = deps.settings.min_ttl_seconds
+    if ttl_seconds < minimum:
+        raise Problem(
+            422,
+            "validation-error",
+            "Invalid request",
+            errors=[FieldError(field="ttl_seconds", message=f"must be at least {minimum}")],
+        )
 
 
 class CommitIn(Strict):
@@ -299,6 +314,7 @@ async def reserve(deps: Deps, body: ReservationIn) -> ReservationOut:
     checked against their sum. The same ``reservation_id`` with the same body
     returns the same answer; with another body, 409.
     """
+    check_ttl(deps, body.ttl_seconds)
     for n, line in enumerate(body.lines):
         if line.location_id is not None:
             await require_location(deps, line.location_id, f"lines.{n}.location_id")
@@ -507,6 +523,7 @@ async def extend(
     deps: Deps, reservation_id: Annotated[Identifier, Path()], body: TtlIn
 ) -> ReservationOut:
     """Keep the hold ``ttl_seconds`` from now (payment started and may be slow)."""
+    check_ttl(deps, body.ttl_seconds)
     now = utcnow()
     expires_at = now + timedelta(seconds=body.ttl_seconds)
 

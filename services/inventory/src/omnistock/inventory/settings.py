@@ -22,6 +22,9 @@ class InventorySettings(ServiceSettings):
     snapshot_every: int = Field(
         default=20_000, ge=100, description="Events per partition between state snapshots."
     )
+    min_ttl_seconds: int = Field(
+        default=30, ge=1, le=3_600, description="Shortest hold a checkout may ask for."
+    )
     expiry_interval_s: float = Field(
         default=0.2, gt=0, description="How often partition owners look for due holds."
     )
