@@ -1,0 +1,1 @@
+"""The orders service: order lifecycle as a saga over Kafka."""

@@ -1,0 +1,1 @@
+"""The POS gateway: store POS transactions into the log within milliseconds."""
