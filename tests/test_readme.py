@@ -8,9 +8,15 @@ from pydantic_settings import BaseSettings
 
 from omnistock.events.settings import KafkaSettings, ServiceSettings
 from omnistock.inventory.settings import InventorySettings
+from omnistock.pos_gateway.settings import PosGatewaySettings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-SETTINGS: list[type[BaseSettings]] = [KafkaSettings, ServiceSettings, InventorySettings]
+SETTINGS: list[type[BaseSettings]] = [
+    KafkaSettings,
+    ServiceSettings,
+    InventorySettings,
+    PosGatewaySettings,
+]
 
 
 def env_names(model: type[BaseSettings]) -> list[str]:
