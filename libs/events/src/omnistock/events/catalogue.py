@@ -356,6 +356,8 @@ class _OrderEvent(Event):
 
 
 class OrderPlaced(_OrderEvent):
+    """Payment taken: the order asks inventory to commit ``reservation_id`` for ``lines``."""
+
     event_type: ClassVar[str] = "io.omnistock.orders.OrderPlaced"
     reservation_id: Identifier
     customer_id: Identifier
@@ -364,15 +366,27 @@ class OrderPlaced(_OrderEvent):
 
 
 class OrderConfirmed(_OrderEvent):
+    """Inventory committed the order's reservation: the stock is sold to this order."""
+
     event_type: ClassVar[str] = "io.omnistock.orders.OrderConfirmed"
 
 
 class OrderRejected(_OrderEvent):
+    """Inventory refused to commit the order's reservation (why, in the order's words)."""
+
     event_type: ClassVar[str] = "io.omnistock.orders.OrderRejected"
-    reason: Literal["reservation_expired", "reservation_released", "lines_mismatch", "unknown"]
+    reason: Literal[
+        "reservation_expired",
+        "reservation_released",
+        "reservation_not_held",
+        "reservation_unknown",
+        "lines_mismatch",
+    ]
 
 
 class OrderCancelled(_OrderEvent):
+    """The order is off before (all of) it shipped: its committed stock returns to available."""
+
     event_type: ClassVar[str] = "io.omnistock.orders.OrderCancelled"
     reservation_id: Identifier
     #: The order's lines, so inventory can find every SKU's commitment without state.

@@ -112,6 +112,8 @@ class ConsumerRunner:
         # Held while a batch is handled, so a revocation waits for it to finish.
         self._batch_lock = asyncio.Lock()
         self._next_offsets: dict[TopicPartition, int] = {}
+        # Where on_assigned asked each partition to start, until a batch from there arrives.
+        self._sought: dict[TopicPartition, int] = {}
 
     @property
     def physical_topics(self) -> list[str]:
@@ -160,12 +162,21 @@ class ConsumerRunner:
         return int(await self._consumer.committed(tp) or 0)
 
     async def _assigned(self, partitions: set[TopicPartition]) -> None:
-        assert self._consumer is not None
-        self.assignment = set(partitions)
-        if self.on_assigned is not None and partitions:
-            starts = await self.on_assigned(partitions)
-            for tp, offset in (starts or {}).items():
-                self._consumer.seek(tp, offset)
+        consumer = self._consumer
+        assert consumer is not None
+        # aiokafka starts fetching from the committed offsets at once; nothing may be
+        # handled until on_assigned has said where each partition really starts.
+        async with self._batch_lock:
+            consumer.pause(*partitions)
+            self.assignment = set(partitions)
+            try:
+                if self.on_assigned is not None and partitions:
+                    starts = await self.on_assigned(partitions)
+                    for tp, offset in (starts or {}).items():
+                        consumer.seek(tp, offset)
+                        self._sought[tp] = offset
+            finally:
+                consumer.resume(*partitions)
         if partitions:
             self.assigned.set()
         log.info("%s assigned %s", self.group_id, sorted(map(str, partitions)))
@@ -185,6 +196,15 @@ class ConsumerRunner:
         while not self._stopping.is_set():
             batches = await consumer.getmany(timeout_ms=100, max_records=self.max_batch)
             for tp, records in batches.items():
+                sought = self._sought.get(tp)
+                if sought is not None:
+                    if records[0].offset != sought:
+                        # Fetched from the old position before on_assigned's seek took
+                        # effect: handling it would skip or repeat records. Fetch again.
+                        # (Offsets are contiguous: omnistock topics are never compacted.)
+                        consumer.seek(tp, sought)
+                        continue
+                    del self._sought[tp]
                 async with self._batch_lock:
                     if tp not in self.assignment:
                         continue  # revoked while fetched: the new owner reads it again

@@ -9,13 +9,13 @@ with the log it finds and rebuilds when they disagree.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from omnistock.events.admin import cluster_id
 from omnistock.events.offsets import end_offsets
@@ -122,3 +122,17 @@ async def why_rebuild(kafka: KafkaSettings, stored: StoredPositions) -> str | No
         if offset > ends.get(tp, 0)
     ]
     return "positions are ahead of the log: " + "; ".join(ahead) if ahead else None
+
+
+async def why_rebuild_read_model(
+    kafka: KafkaSettings, engine: AsyncEngine, consumers: Sequence[str]
+) -> str | None:
+    """None when the log backs the stored positions of every one of ``consumers`` (the
+    consumer groups that write a service's read model); otherwise why it must be rebuilt."""
+    for consumer in consumers:
+        async with engine.connect() as connection:
+            stored = await load_positions(connection, consumer)
+        reason = await why_rebuild(kafka, stored)
+        if reason:
+            return reason
+    return None

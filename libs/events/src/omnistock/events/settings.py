@@ -38,6 +38,22 @@ class KafkaSettings(BaseSettings):
     )
     produce_retry_backoff_ms: int = Field(default=100, ge=10)
     linger_ms: int = Field(default=0, ge=0, description="Producer batching delay.")
+    produce_max_in_flight: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Sends one producer hands to the Kafka client at a time; the rest wait "
+        "their turn, in order, within their delivery timeout. aiokafka slows down sharply "
+        "when thousands of sends wait on one full batch (a burst of requests, a hot SKU).",
+    )
+    produce_batch_bytes: int = Field(
+        default=512 * 1024,
+        ge=16 * 1024,
+        le=1024 * 1024,
+        description="Largest record batch per partition and produce request; the sends in "
+        "flight for a hot partition should fit in one. At most the broker's "
+        "message.max.bytes (1 MiB by default).",
+    )
     session_timeout_ms: int = Field(
         default=6_000,
         ge=1_000,
