@@ -327,3 +327,35 @@ def test_no_interleaving_breaks_i1_and_replay_reproduces_the_state(
     assert [h.reservation_id for h in restored.due_expiries(T0 + timedelta(days=1))] == [
         h.reservation_id for h in log.book.due_expiries(T0 + timedelta(days=1))
     ]
+
+
+def test_two_voids_of_one_sale_reverse_it_once() -> None:
+    from omnistock.events.catalogue import PosLine, PosTransactionRecorded
+    from omnistock.inventory.handlers import translate
+
+    log = Log()
+    log.write(receive("A", "s1", 5))
+    sale = PosTransactionRecorded(
+        transaction_id="t1",
+        store_id="s1",
+        terminal_id="1",
+        sequence=1,
+        occurred_at=T0,
+        type="sale",
+        lines=[PosLine(sku="A", quantity=2, unit_price=1, currency="EUR")],
+    )
+    for event in translate(Envelope(event=sale, source="/pos")):
+        log.write(event)
+    for n, void_id in enumerate(("v1", "v2")):
+        void = sale.model_copy(
+            update={
+                "transaction_id": void_id,
+                "sequence": 2 + n,
+                "type": "void",
+                "voids_transaction_id": "t1",
+                "voided_type": "sale",
+            }
+        )
+        for event in translate(Envelope(event=void, source="/pos")):
+            log.write(event)
+    assert log.book.level("A", "s1").on_hand == 5

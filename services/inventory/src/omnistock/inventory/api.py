@@ -45,10 +45,11 @@ from omnistock.events.catalogue import (
 )
 from omnistock.events.envelope import Envelope, Event, Position, derived_id, utcnow
 from omnistock.events.http import FieldError, Problem, ProblemDetails
+from omnistock.events.outcomes import Outcomes
 from omnistock.events.positions import consumer_positions
 from omnistock.events.producer import EventProducer
 from omnistock.inventory import projections as rm
-from omnistock.inventory.handlers import STOCK_GROUP, LocationsView, Outcomes
+from omnistock.inventory.handlers import STOCK_GROUP, LocationsView
 from omnistock.inventory.settings import InventorySettings
 
 MAX_TTL = 86_400

@@ -9,7 +9,8 @@
   drives each reservation saga from the log.
 * :class:`Translator`: turns other contexts' facts (POS, orders, replenishment)
   into stock events. Stateless: the fold makes its repeats harmless.
-* :class:`LocationsView` and :class:`Outcomes`: what every replica's API reads.
+* :class:`LocationsView`: what every replica's API reads (outcomes come from
+  :class:`omnistock.events.outcomes.Outcomes`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -56,6 +56,7 @@ from omnistock.events.fold import Fold
 from omnistock.events.offsets import end_offsets
 from omnistock.events.positions import consumer_positions, save_positions
 from omnistock.events.producer import EventProducer
+from omnistock.events.relay import Relay
 from omnistock.events.settings import KafkaSettings
 from omnistock.events.tail import TailReader
 from omnistock.events.topics import (
@@ -128,8 +129,10 @@ class _StockPartition:
 
     @property
     def caught_up(self) -> bool:
-        """Folded up to where the log ended at assignment, and our ownership claim stands."""
-        return self.next_offset >= self.end_at_assignment and self.epoch is not None
+        """The read model holds everything up to where the log ended at assignment, and our
+        ownership claim stands."""
+        end = self.end_at_assignment
+        return self.next_offset >= end and self.rows_from >= end and self.epoch is not None
 
 
 class StockOwner:
@@ -288,7 +291,6 @@ class StockOwner:
         if mine and current == part.claimed_epoch:
             part.epoch = current
             log.info("owner of %s at epoch %d", tp, current)
-            self._note_progress()
         elif envelope.source == self.producer.source and envelope.epoch is None:
             if not mine and part.claimed_epoch is not None and part.claimed_epoch <= current:
                 # Our claim lost (a clock behind another owner's): claim above it.
@@ -431,12 +433,15 @@ class _SagaPartition:
     emit_from: int
     end_at_assignment: int
     next_offset: int = 0
-    touched: set[str] = field(default_factory=set)
+    #: Sagas this batch moved, with the time of the last event that moved each.
+    touched: dict[str, datetime] = field(default_factory=dict)
     resumed: bool = False
 
     @property
     def caught_up(self) -> bool:
-        return self.next_offset >= self.end_at_assignment
+        """Folded, and written to the read model, up to where the log ended at assignment."""
+        end = self.end_at_assignment
+        return self.next_offset >= end and self.rows_from >= end
 
 
 class ReservationCoordinator:
@@ -502,7 +507,7 @@ class ReservationCoordinator:
         if saga is not None and (
             envelope.position.offset >= part.rows_from or envelope.position.offset >= part.emit_from
         ):
-            part.touched.add(saga.reservation_id)
+            part.touched[saga.reservation_id] = envelope.time
 
     async def _write_follow_ups(self, part: _SagaPartition, sagas: Iterable[Saga]) -> None:
         writes: list[Awaitable[Envelope[Event]]] = []
@@ -522,15 +527,20 @@ class ReservationCoordinator:
 
     async def batch_done(self, tp: TopicPartition, next_offset: int) -> None:
         part = self.parts[tp]
-        touched = [part.coordinator.book.sagas[rid] for rid in sorted(part.touched)]
-        part.touched = set()
+        moved_at = part.touched
+        touched = [part.coordinator.book.sagas[rid] for rid in sorted(moved_at)]
+        part.touched = {}
         if next_offset > part.emit_from:
             # The first live batch resumes every saga (a crash may have left any unsettled);
             # after that only the sagas this batch moved can have something new to write.
             live = touched if part.resumed else list(part.coordinator.book.sagas.values())
             part.resumed = True
             await self._write_follow_ups(part, live)
-        rows = [self._row(saga) for saga in touched if saga.request is not None]
+        rows = [
+            self._row(saga, moved_at[saga.reservation_id])
+            for saga in touched
+            if saga.request is not None
+        ]
         async with self.engine.begin() as connection:
             await rm.upsert_reservations(connection, rows)
             await save_positions(connection, RESERVATIONS_GROUP, {tp: next_offset}, self.log_id)
@@ -540,7 +550,7 @@ class ReservationCoordinator:
             self.ready.set()
 
     @staticmethod
-    def _row(saga: Saga) -> dict[str, Any]:
+    def _row(saga: Saga, updated_at: datetime) -> dict[str, Any]:
         request = saga.request
         assert request is not None
         return {
@@ -552,7 +562,8 @@ class ReservationCoordinator:
             "expires_at": saga.expires_at,
             "order_id": saga.order_id,
             "request_fingerprint": request.request_fingerprint,
-            "updated_at": datetime.now(UTC),
+            # The time of the event, not of writing the row: a rebuild gives the same row.
+            "updated_at": updated_at,
         }
 
 
@@ -563,13 +574,17 @@ def translate(envelope: Envelope[Event]) -> list[Event]:  # noqa: PLR0911 - one 
     """The stock events another context's fact implies (pure)."""
     e = envelope.event
     if isinstance(e, PosTransactionRecorded):
+        # A void is keyed on the transaction it voids, so two different voids of one
+        # sale (racing through two gateway replicas) reverse it once.
+        document = e.transaction_id
         if e.type == "void":
             kind, sign = ("void_return", -1) if e.voided_type == "return" else ("void_sale", 1)
+            document = e.voids_transaction_id or e.transaction_id
         else:
             kind, sign = (e.type, -1 if e.type == "sale" else 1)
         return [
             PosLineApplied(
-                transaction_id=e.transaction_id,
+                transaction_id=document,
                 line_number=n,
                 kind=kind,
                 sku=line.sku,
@@ -619,43 +634,15 @@ def translate(envelope: Envelope[Event]) -> list[Event]:  # noqa: PLR0911 - one 
     return []
 
 
-class Translator:
+class Translator(Relay):
     def __init__(self, kafka: KafkaSettings, producer: EventProducer) -> None:
-        self.producer = producer
-        self._sends: dict[TopicPartition, list[asyncio.Task[Any]]] = defaultdict(list)
-        self.runner = ConsumerRunner(
+        super().__init__(
             kafka,
+            producer,
             group_id=TRANSLATOR_GROUP,
             topics=[POS_TRANSACTIONS, ORDERS, REPLENISHMENT],
-            handler=self.handle,
-            producer=producer,
-            batch_done=self.batch_done,
-            batch_failed=self.batch_failed,
-            client_id=producer.source,
+            translate=translate,
         )
-
-    async def handle(self, envelope: Envelope[Event]) -> None:
-        assert envelope.position is not None
-        tp = TopicPartition(envelope.position.topic, envelope.position.partition)
-        for n, event in enumerate(translate(envelope)):
-            self._sends[tp].append(
-                asyncio.create_task(
-                    self.producer.publish(
-                        event,
-                        id=derived_id(envelope.id, n),
-                        correlation_id=envelope.correlation_id or envelope.id,
-                        causation_id=envelope.id,
-                    )
-                )
-            )
-
-    async def batch_done(self, tp: TopicPartition, next_offset: int) -> None:
-        await asyncio.gather(*self._sends.pop(tp, []))
-
-    async def batch_failed(self, tp: TopicPartition) -> None:
-        # Stateless: the failed batch is simply read again.
-        for task in self._sends.pop(tp, []):
-            task.cancel()
 
 
 # --- what every replica's API reads ---------------------------------------------------------
@@ -694,57 +681,3 @@ class LocationsView:
             loc.location_id
             for loc in sorted(shipping, key=lambda x: (x.kind != "warehouse", x.location_id))
         ]
-
-
-class _Inbox:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.changed = asyncio.Event()
-
-    async def until(self, done: Callable[[list[Event]], Any], timeout_s: float) -> Any:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                result = done(self.events)
-                if result:
-                    return result
-                self.changed.clear()
-                await self.changed.wait()
-
-
-class Outcomes:
-    """Lets an API request wait for what the log decided about its reservation.
-
-    Reads ``inventory.reservations`` from its end on every replica; records whose key
-    nobody waits for are skipped before decoding.
-    """
-
-    def __init__(self, kafka: KafkaSettings) -> None:
-        self._inboxes: dict[bytes, list[_Inbox]] = defaultdict(list)
-        self.reader = TailReader(
-            kafka, [INVENTORY_RESERVATIONS], self._record, from_beginning=False, name="outcomes"
-        )
-
-    def _record(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        inboxes = self._inboxes.get(record.key or b"")
-        if not inboxes:
-            return
-        try:
-            event = codec.decode(record.value, record.headers or ()).event
-        except codec.PoisonMessage:
-            return
-        for inbox in inboxes:
-            inbox.events.append(event)
-            inbox.changed.set()
-
-    @contextlib.asynccontextmanager
-    async def watch(self, reservation_id: str) -> AsyncIterator[_Inbox]:
-        """Register interest before writing, so no answer can slip past."""
-        key = reservation_id.encode()
-        inbox = _Inbox()
-        self._inboxes[key].append(inbox)
-        try:
-            yield inbox
-        finally:
-            self._inboxes[key].remove(inbox)
-            if not self._inboxes[key]:
-                del self._inboxes[key]

@@ -10,20 +10,21 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from omnistock.events.admin import cluster_id
 from omnistock.events.envelope import utcnow
 from omnistock.events.http import Health, create_app
-from omnistock.events.positions import load_positions, why_rebuild
+from omnistock.events.outcomes import Outcomes
+from omnistock.events.positions import why_rebuild_read_model
 from omnistock.events.producer import EventProducer
+from omnistock.events.topics import INVENTORY_RESERVATIONS
 from omnistock.inventory import projections as rm
 from omnistock.inventory.api import Inventory, router
 from omnistock.inventory.handlers import (
     RESERVATIONS_GROUP,
     STOCK_GROUP,
     LocationsView,
-    Outcomes,
     ReservationCoordinator,
     StockOwner,
     Translator,
@@ -33,17 +34,6 @@ from omnistock.inventory.settings import InventorySettings
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
-
-
-async def _read_model_matches_log(settings: InventorySettings, engine: AsyncEngine) -> None:
-    """Empty the read model when the log no longer backs it (rule 2: never serve fiction)."""
-    for consumer in (STOCK_GROUP, RESERVATIONS_GROUP):
-        async with engine.connect() as connection:
-            stored = await load_positions(connection, consumer)
-        reason = await why_rebuild(settings.kafka, stored)
-        if reason:
-            await rm.forget_everything(engine, reason)
-            return
 
 
 def create_inventory_app(
@@ -63,9 +53,14 @@ def create_inventory_app(
         await producer.start()
         log_id = await cluster_id(settings.kafka)
         await rm.prepare(engine)
-        await _read_model_matches_log(settings, engine)
+        # Rule 2, never serve fiction: empty the read model when the log no longer backs it.
+        reason = await why_rebuild_read_model(
+            settings.kafka, engine, (STOCK_GROUP, RESERVATIONS_GROUP)
+        )
+        if reason:
+            await rm.forget_everything(engine, reason)
         locations = LocationsView(settings.kafka)
-        outcomes = Outcomes(settings.kafka)
+        outcomes = Outcomes(settings.kafka, [INVENTORY_RESERVATIONS], name="outcomes")
         owner = StockOwner(
             settings.kafka,
             producer,
