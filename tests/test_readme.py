@@ -8,6 +8,7 @@ from pydantic_settings import BaseSettings
 
 from omnistock.events.settings import KafkaSettings, ServiceSettings
 from omnistock.inventory.settings import InventorySettings
+from omnistock.orders.settings import OrdersSettings
 from omnistock.pos_gateway.settings import PosGatewaySettings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -15,6 +16,7 @@ SETTINGS: list[type[BaseSettings]] = [
     KafkaSettings,
     ServiceSettings,
     InventorySettings,
+    OrdersSettings,
     PosGatewaySettings,
 ]
 

@@ -1,0 +1,1 @@
+"""The pure order domain: state + event → state."""
