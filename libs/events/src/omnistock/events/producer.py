@@ -184,7 +184,8 @@ class EventProducer:
         headers: Sequence[tuple[str, bytes]],
         partition: int | None,
     ) -> RecordMetadata:
-        assert self._producer is not None and self._slots is not None
+        assert self._producer is not None
+        assert self._slots is not None
         # Held until the broker acknowledges: the bound is on sends inside the client.
         async with self._slots:
             delivery = await self._producer.send(

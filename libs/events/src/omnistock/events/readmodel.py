@@ -68,7 +68,7 @@ async def forget_unbacked(
     """Empty every table when the log no longer backs the stored positions; say why."""
     reason = await why_rebuild_read_model(kafka, engine, consumers)
     if reason:
-        log.warning("read model does not match the log (%s): rebuilding", reason)
+        log.warning("read model does not match the log (%s): rebuilding from offset 0", reason)
         async with engine.begin() as connection:
             for table in reversed(metadata.sorted_tables):
                 if table.name != META_TABLE:

@@ -16,8 +16,8 @@ from omnistock.events.admin import cluster_id
 from omnistock.events.envelope import utcnow
 from omnistock.events.http import Health, create_app
 from omnistock.events.outcomes import Outcomes
-from omnistock.events.positions import why_rebuild_read_model
 from omnistock.events.producer import EventProducer
+from omnistock.events.readmodel import forget_unbacked, prepare
 from omnistock.events.topics import INVENTORY_RESERVATIONS
 from omnistock.inventory import projections as rm
 from omnistock.inventory.api import Inventory, router
@@ -52,13 +52,11 @@ def create_inventory_app(
         producer = EventProducer(settings.kafka, source=f"/omnistock/inventory/{instance}")
         await producer.start()
         log_id = await cluster_id(settings.kafka)
-        await rm.prepare(engine)
+        await prepare(engine, rm.metadata, rm.READ_MODEL_VERSION)
         # Rule 2, never serve fiction: empty the read model when the log no longer backs it.
-        reason = await why_rebuild_read_model(
-            settings.kafka, engine, (STOCK_GROUP, RESERVATIONS_GROUP)
+        await forget_unbacked(
+            settings.kafka, engine, rm.metadata, (STOCK_GROUP, RESERVATIONS_GROUP)
         )
-        if reason:
-            await rm.forget_everything(engine, reason)
         locations = LocationsView(settings.kafka)
         outcomes = Outcomes(settings.kafka, [INVENTORY_RESERVATIONS], name="outcomes")
         owner = StockOwner(

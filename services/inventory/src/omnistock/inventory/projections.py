@@ -22,32 +22,22 @@ from sqlalchemy import (
     DateTime,
     Integer,
     LargeBinary,
-    MetaData,
     String,
     Table,
-    delete,
     func,
     select,
-    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from omnistock.events.positions import PLUMBING, consumer_positions
+from omnistock.events.readmodel import read_model_metadata
 
 log = logging.getLogger(__name__)
 
 #: Bump when a table below changes shape: the read model is then rebuilt from the log.
 READ_MODEL_VERSION = 1
 
-metadata = MetaData()
-
-read_model_meta = Table(
-    "read_model_meta",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("version", Integer, nullable=False),
-)
+metadata = read_model_metadata()
 
 stock_levels = Table(
     "stock_levels",
@@ -125,41 +115,6 @@ snapshots = Table(
     Column("log_id", String(200), nullable=False),
     Column("state", LargeBinary, nullable=False),
 )
-
-# The plumbing's positions table lives beside ours in this database.
-for _table in PLUMBING.tables.values():
-    _table.to_metadata(metadata)
-
-
-async def prepare(engine: AsyncEngine) -> bool:
-    """Create the tables; drop and recreate them when their shape changed. True if emptied."""
-    async with engine.begin() as connection:
-        await connection.execute(text("SELECT pg_advisory_xact_lock(424242)"))
-        exists = (
-            await connection.execute(text("SELECT to_regclass('read_model_meta') IS NOT NULL"))
-        ).scalar_one()
-        version = None
-        if exists:
-            version = (
-                await connection.execute(select(read_model_meta.c.version))
-            ).scalar_one_or_none()
-        if version == READ_MODEL_VERSION:
-            return False
-        if version is not None:
-            log.warning("read model v%s is not v%s: rebuilding", version, READ_MODEL_VERSION)
-        await connection.run_sync(metadata.drop_all)
-        await connection.run_sync(metadata.create_all)
-        await connection.execute(insert(read_model_meta).values(id=1, version=READ_MODEL_VERSION))
-        return True
-
-
-async def forget_everything(engine: AsyncEngine, reason: str) -> None:
-    """The log no longer backs these rows (a fresh broker, another cluster): empty them."""
-    log.warning("read model does not match the log (%s): rebuilding from offset 0", reason)
-    async with engine.begin() as connection:
-        for table in (stock_levels, stock_movements, reservations, stock_progress, snapshots):
-            await connection.execute(delete(table))
-        await connection.execute(delete(consumer_positions))
 
 
 def level_row(

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from omnistock.events.admin import cluster_id
 from omnistock.events.envelope import utcnow
 from omnistock.events.http import Health, create_app
-from omnistock.events.positions import load_positions, why_rebuild
 from omnistock.events.producer import EventProducer
+from omnistock.events.readmodel import forget_unbacked, prepare
 from omnistock.pos_gateway import projections as rm
 from omnistock.pos_gateway.api import PosGateway, router
 from omnistock.pos_gateway.handlers import SALES_GROUP, LedgerView, SalesProjector
@@ -25,15 +25,6 @@ from omnistock.pos_gateway.settings import PosGatewaySettings
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
-
-
-async def _read_model_matches_log(settings: PosGatewaySettings, engine: AsyncEngine) -> None:
-    """Empty the read model when the log no longer backs it (rule 2: never serve fiction)."""
-    async with engine.connect() as connection:
-        stored = await load_positions(connection, SALES_GROUP)
-    reason = await why_rebuild(settings.kafka, stored)
-    if reason:
-        await rm.forget_everything(engine, reason)
 
 
 def create_pos_gateway_app(
@@ -52,8 +43,9 @@ def create_pos_gateway_app(
         producer = EventProducer(settings.kafka, source=f"/omnistock/pos-gateway/{instance}")
         await producer.start()
         log_id = await cluster_id(settings.kafka)
-        await rm.prepare(engine)
-        await _read_model_matches_log(settings, engine)
+        await prepare(engine, rm.metadata, rm.READ_MODEL_VERSION)
+        # Rule 2, never serve fiction: empty the read model when the log no longer backs it.
+        await forget_unbacked(settings.kafka, engine, rm.metadata, [SALES_GROUP])
         view = LedgerView(settings.kafka)
         sales = SalesProjector(settings.kafka, producer, engine, log_id=log_id)
         app.state.pos_gateway = PosGateway(settings, producer, engine, view, clock)

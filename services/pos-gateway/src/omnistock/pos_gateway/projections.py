@@ -17,36 +17,22 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
-    Integer,
-    MetaData,
     Numeric,
     String,
     Table,
-    delete,
     select,
-    text,
 )
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from omnistock.events.positions import PLUMBING, consumer_positions
+from omnistock.events.readmodel import read_model_metadata
 from omnistock.pos_gateway.domain.ledger import SalesChange
 
 log = logging.getLogger(__name__)
 
 #: Bump when a table below changes shape: the read model is then rebuilt from the log.
 READ_MODEL_VERSION = 1
-#: Serialises table creation between replicas starting at once (any constant of ours).
-_PREPARE_LOCK = 0x705F6777
-
-metadata = MetaData()
-
-read_model_meta = Table(
-    "pos_read_model_meta",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("version", Integer, nullable=False),
-)
+metadata = read_model_metadata()
 
 sales_minutes = Table(
     "pos_sales_minutes",
@@ -60,39 +46,6 @@ sales_minutes = Table(
     Column("units", BigInteger, nullable=False),
     Column("revenue", Numeric(20, 4), nullable=False),
 )
-
-for _table in PLUMBING.tables.values():
-    _table.to_metadata(metadata)
-
-
-async def prepare(engine: AsyncEngine) -> bool:
-    """Create the tables; drop and recreate them when their shape changed. True if emptied."""
-    async with engine.begin() as connection:
-        await connection.execute(text(f"SELECT pg_advisory_xact_lock({_PREPARE_LOCK})"))
-        exists = (
-            await connection.execute(text("SELECT to_regclass('pos_read_model_meta') IS NOT NULL"))
-        ).scalar_one()
-        version = None
-        if exists:
-            version = (
-                await connection.execute(select(read_model_meta.c.version))
-            ).scalar_one_or_none()
-        if version == READ_MODEL_VERSION:
-            return False
-        if version is not None:
-            log.warning("read model v%s is not v%s: rebuilding", version, READ_MODEL_VERSION)
-        await connection.run_sync(metadata.drop_all)
-        await connection.run_sync(metadata.create_all)
-        await connection.execute(insert(read_model_meta).values(id=1, version=READ_MODEL_VERSION))
-        return True
-
-
-async def forget_everything(engine: AsyncEngine, reason: str) -> None:
-    """The log no longer backs these rows (a fresh broker, another cluster): empty them."""
-    log.warning("read model does not match the log (%s): rebuilding from offset 0", reason)
-    async with engine.begin() as connection:
-        await connection.execute(delete(sales_minutes))
-        await connection.execute(delete(consumer_positions))
 
 
 async def add_sales(connection: AsyncConnection, changes: Sequence[SalesChange]) -> None:
