@@ -358,8 +358,11 @@ async def reserve(deps: Deps, body: ReservationIn) -> ReservationOut:
         return outcomes if all(sku in outcomes for sku in by_sku) else None
 
     async with deps.outcomes.watch(rid) as inbox:
+        # The saga's record first: once acknowledged it precedes, on the reservation's
+        # partition, every outcome of the holds below, so no hold can look like a stray.
+        await deps.producer.publish(writes[0], correlation_id=rid)
         await deps.producer.send_many(
-            [deps.producer.envelope(event, correlation_id=rid) for event in writes]
+            [deps.producer.envelope(event, correlation_id=rid) for event in writes[1:]]
         )
         try:
             outcomes = await inbox.until(decided, deps.settings.decision_timeout_s)
