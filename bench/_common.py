@@ -511,6 +511,11 @@ def _rate(count: int, seconds: float, payload_bytes: int) -> dict[str, float]:
     }
 
 
+async def delete_topics(kafka: KafkaSettings, names: Sequence[str]) -> None:
+    """Delete a run's own topics; a failure is logged, not raised (they expire anyway)."""
+    await _delete_topics(kafka, names)
+
+
 async def _delete_topics(kafka: KafkaSettings, names: Sequence[str]) -> None:
     admin = admin_client(kafka)
     try:
@@ -733,10 +738,11 @@ def run_service(
     Like the pytest harness, each run is isolated on shared servers: topics under a
     prefix of its own (created from the registry here; deleted afterwards on an external
     broker), its own database on ``DATABASE_URL``'s server (dropped afterwards) or on an
-    embedded PostgreSQL started for the run. The dev
-    stack's :class:`~omnistock.devstack.stack.Stack` does not fit: it uses fixed topic
-    and database names and one state directory, and only sets the short Tansu fetch
-    wait for a broker it started itself.
+    embedded PostgreSQL started for the run. The dev stack's
+    :class:`~omnistock.devstack.stack.Stack` does not fit: it uses fixed topic and
+    database names and one state directory, and sets the short Tansu fetch wait only
+    for a broker it started itself. Its pieces are reused: the embedded servers, the
+    database helpers, the topic registry and the one service start-up command.
     """
     spec = discover()[name]
     run = uuid.uuid4().hex[:8]
@@ -753,7 +759,7 @@ def run_service(
         asyncio.run(ensure_topics(kafka, TOPICS))
         if broker.kind == EXTERNAL and not shared_prefix:
             names = [topic.physical(kafka.topic_prefix) for topic in TOPICS]
-            cleanup.callback(lambda: asyncio.run(_delete_topics(kafka, names)))
+            cleanup.callback(lambda: asyncio.run(delete_topics(kafka, names)))
         database = f"bench_{run}"
         external_database = os.environ.get("DATABASE_URL")
         postgres_pid: int | None = None

@@ -48,12 +48,14 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2 as _murmur2
 
 from bench._common import (
+    EMBEDDED_TANSU,
     Broker,
     JsonOutOption,
     PayloadBytesOption,
     Row,
     baseline_rows,
     broker_baseline,
+    delete_topics,
     machine_caption,
     machine_facts,
     make_console,
@@ -62,7 +64,6 @@ from bench._common import (
     target_row,
     write_result,
 )
-from bench._common import _delete_topics as delete_topics
 from omnistock.events import codec
 from omnistock.events.admin import ensure_topics
 from omnistock.events.fold import Fold
@@ -444,7 +445,7 @@ async def write_log(kafka: KafkaSettings, day: Day, total: int) -> Written:
 def rebuild(kafka: KafkaSettings, results: multiprocessing.connection.Connection) -> None:
     """The child process: replay into one fold, send back what it measured."""
     logging.basicConfig(level=logging.WARNING)
-    idle_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    idle_rss_kb = peak_rss_kb()
     fold = Fold(StockBook())
     cpu = time.process_time()
     report = asyncio.run(replay(kafka, [INVENTORY_STOCK], fold, name="bench", progress=False))
@@ -458,7 +459,7 @@ def rebuild(kafka: KafkaSettings, results: multiprocessing.connection.Connection
             "cpu_s": cpu,
             "state_hash": report.state_hash,
             "rss_before_kb": idle_rss_kb,
-            "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "peak_rss_kb": peak_rss_kb(),
             "stats": {
                 "applied": fold.stats.applied,
                 "claims": fold.stats.claims,
@@ -475,6 +476,21 @@ def rebuild(kafka: KafkaSettings, results: multiprocessing.connection.Connection
         }
     )
     results.close()
+
+
+def peak_rss_kb() -> int:
+    """This process's peak resident set size, in KiB.
+
+    VmHWM, not ``getrusage``: Linux keeps ru_maxrss across fork and exec, so a process
+    spawned by the writer (hundreds of MiB of encoded batches) would report the writer's.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def run_rebuild(
@@ -622,7 +638,8 @@ def main(
         try:
             figures["rebuild"] = run_rebuild(kafka, py_spy, profile_path)
         finally:
-            if broker.kind != "embedded tansu":
+            # An embedded broker's topics go with it; an external one keeps what it is given.
+            if broker.kind != EMBEDDED_TANSU:
                 asyncio.run(delete_topics(kafka, [INVENTORY_STOCK.physical(kafka.topic_prefix)]))
         figures["profile"] = (
             summarise_profile(profile_path)

@@ -46,9 +46,12 @@ import typer
 
 from bench._common import (
     CLIENTS,
+    CONNECTION_ERROR,
     HELD,
     OUTCOMES,
     REJECTED,
+    SETTLE_TIMEOUT_S,
+    TIMEOUT,
     UNKNOWN_OUTCOMES,
     AnyHttpClient,
     Broker,
@@ -80,7 +83,12 @@ from bench._common import (
     target_row,
     write_result,
 )
+from omnistock.events import codec
+from omnistock.events.envelope import Envelope, Event, Position
+from omnistock.events.fold import Fold
+from omnistock.events.replay import replay
 from omnistock.events.topics import INVENTORY_RESERVATIONS, INVENTORY_STOCK
+from omnistock.inventory.domain.stock import StockBook
 from omnistock.inventory.handlers import RESERVATIONS_GROUP, STOCK_GROUP
 
 NAME: Final = "reserve"
@@ -104,6 +112,9 @@ STORE_LINE_SHARE: Final = 0.2
 #: Load before the measured rates, not recorded: connections, caches, first batches.
 WARMUP_RATE: Final = 50
 WARMUP_S: Final = 2.0
+#: How long the books check waits for an overloaded service to fold its backlog: every
+#: request that reached the log is decided, answered or not.
+BACKLOG_TIMEOUT_S: Final = 300.0
 #: Concurrent stock queries when the books are checked.
 CHECK_CONCURRENCY: Final = 16
 #: The flash sale's client timeout: longer than the service's own decision timeout (5 s),
@@ -212,9 +223,9 @@ async def send(client: AnyHttpClient, sent: Sent) -> None:
     try:
         response = await client.send(sent.request)
     except TimeoutError:
-        sent.outcome = "timeout"
+        sent.outcome = TIMEOUT
     except HttpError:
-        sent.outcome = "connection_error"
+        sent.outcome = CONNECTION_ERROR
     else:
         sent.status = response.status
         sent.outcome = classify(response.status, response.body)
@@ -284,45 +295,69 @@ async def check_books(
     service: RunningService,
     requests: Sequence[Sent],
     skus: Sequence[str],
+    *,
+    settle_timeout_s: float = SETTLE_TIMEOUT_S,
 ) -> dict[str, Any]:
-    """After the service has settled: per (sku, location), held == what the answers say.
+    """After the service has settled, three views of the holds must agree per (sku, location):
 
-    A request answered 201 holds exactly its allocations; one answered 409 holds
-    nothing; one without a definite answer (5xx, timeout) holds what
-    ``GET /v1/reservations/{id}`` says it holds. Any difference is lost, extra or
-    double-held stock.
+    * the answers: a 201 holds exactly its allocations, a 409 nothing, and a request
+      without a definite answer (5xx, timeout) what ``GET /v1/reservations/{id}`` says;
+    * the read model: ``GET /v1/stock/{sku}``;
+    * the log itself: ``inventory.stock`` folded from offset 0 by a fresh
+      ``Fold(StockBook())``, as every reader folds it.
+
+    And a reservation answered 201 must still be ``held`` by its saga. Where the views
+    differ, the log's records of the reservations involved are kept in the result.
     """
     try:
-        settle_s = await settle(service.kafka, GROUPS)
+        settle_s = await settle(service.kafka, GROUPS, timeout_s=settle_timeout_s)
     except TimeoutError:
-        return {"ok": None, "not_checked": "the service was still folding its backlog"}
+        backlog = f"the service was still folding its backlog after {settle_timeout_s:g} s"
+        return {"ok": None, "not_checked": backlog}
     expected: dict[tuple[str, str], int] = defaultdict(int)
     unknown = [s for s in requests if s.outcome in UNKNOWN_OUTCOMES]
-    unknown_held = 0
-    for sent in requests:
+    held_answers = [s for s in requests if s.outcome == HELD]
+    for sent in held_answers:
         for sku, location_id, quantity in sent.allocations:
             expected[sku, location_id] += quantity
     statuses: Counter[str] = Counter()
+    answered_held_status: Counter[str] = Counter()
+    not_held_after_201: list[str] = []
+    unknown_held: list[str] = []
     gate = asyncio.Semaphore(CHECK_CONCURRENCY)
 
-    async def look_up(sent: Sent) -> None:
-        nonlocal unknown_held
+    async def saga_of(sent: Sent) -> dict[str, Any] | None:
         async with gate:
             response = await client.request("GET", f"/v1/reservations/{sent.reservation_id}")
         if response.status == 404:
+            return None
+        stored: dict[str, Any] = expect_status(response, 200, f"reading {sent.reservation_id}")
+        return stored
+
+    async def look_up_unknown(sent: Sent) -> None:
+        stored = await saga_of(sent)
+        if stored is None:
             # The request never reached the log: nothing may be held for it.
             statuses["never_requested"] += 1
             return
-        stored = expect_status(response, 200, f"reading {sent.reservation_id}")
         statuses[stored["status"]] += 1
         if stored["status"] == "held":
-            unknown_held += 1
+            unknown_held.append(sent.reservation_id)
             for line in stored["lines"]:
                 expected[line["sku"], line["location_id"]] += line["quantity"]
 
+    async def look_up_held(sent: Sent) -> None:
+        stored = await saga_of(sent)
+        status = "never_requested" if stored is None else stored["status"]
+        answered_held_status[status] += 1
+        if status != "held":
+            not_held_after_201.append(sent.reservation_id)
+
     async with asyncio.TaskGroup() as group:
         for sent in unknown:
-            group.create_task(look_up(sent))
+            group.create_task(look_up_unknown(sent))
+        for sent in held_answers:
+            group.create_task(look_up_held(sent))
     found: dict[tuple[str, str], dict[str, int]] = {}
 
     async def read(sku: str) -> None:
@@ -334,37 +369,138 @@ async def check_books(
     async with asyncio.TaskGroup() as group:
         for sku in skus:
             group.create_task(read(sku))
+    folded = await fold_stock(service)
+    wanted = set(skus)
+    log_held = {key: held for key, held in folded.items() if key[0] in wanted}
+    keys = sorted(set(expected) | set(found) | set(log_held))
     mismatches = [
-        {"sku": sku, "location_id": loc, "expected_held": expected.get((sku, loc), 0), "held": h}
-        for (sku, loc) in sorted(set(expected) | set(found))
-        if (h := found.get((sku, loc), {}).get("held", 0)) != expected.get((sku, loc), 0)
+        {
+            "sku": sku,
+            "location_id": loc,
+            "expected_held": expected.get((sku, loc), 0),
+            "read_model_held": found.get((sku, loc), {}).get("held", 0),
+            "log_held": log_held.get((sku, loc), 0),
+        }
+        for sku, loc in keys
+        if len(
+            {
+                expected.get((sku, loc), 0),
+                found.get((sku, loc), {}).get("held", 0),
+                log_held.get((sku, loc), 0),
+            }
+        )
+        > 1
     ]
     oversold = [
         {"sku": sku, "location_id": loc, **row}
         for (sku, loc), row in sorted(found.items())
         if row["held"] + row["committed"] > row["on_hand"]
     ]
-    held_answers = [s for s in requests if s.outcome == HELD]
     partial = [
         s.reservation_id
         for s in held_answers
         if sum(q for _, _, q in s.allocations) != sum(line["quantity"] for line in s.lines)
     ]
+    suspects = sorted(not_held_after_201)[:SUSPECTS_KEPT]
     return {
         "settle_s": settle_s,
         "skus_checked": len(skus),
         "units_held_expected": sum(expected.values()),
         "units_held_found": sum(row["held"] for row in found.values()),
+        "units_held_in_log": sum(log_held.values()),
         "unknown_outcomes": len(unknown),
         "unknown_outcomes_by_stored_status": dict(statuses),
-        "unknown_outcomes_held": unknown_held,
+        "unknown_outcomes_held": len(unknown_held),
+        "answered_201_by_stored_status": dict(answered_held_status),
+        "answered_201_not_held": len(not_held_after_201),
         "mismatches": mismatches[:50],
         "mismatch_count": len(mismatches),
         "oversold": oversold[:50],
         "oversold_count": len(oversold),
         "partially_held_answers": partial[:50],
-        "ok": not mismatches and not oversold and not partial,
+        "read_model_totals": {
+            sku: {
+                f: sum(row[f] for (s, _), row in found.items() if s == sku)
+                for f in ("on_hand", "held", "committed", "available")
+            }
+            for sku in skus[:SUSPECTS_KEPT]
+        },
+        # What the log says happened to reservations answered 201 but not held.
+        "histories": await histories(service, suspects) if suspects else {},
+        "ok": not mismatches and not oversold and not partial and not not_held_after_201,
     }
+
+
+#: Reservations whose log records a failed check keeps, for the reader to see why.
+SUSPECTS_KEPT: Final = 5
+
+
+async def fold_stock(service: RunningService) -> dict[tuple[str, str], int]:
+    """Held units per (sku, location) by the log alone: ``inventory.stock`` from offset 0."""
+    fold = Fold(StockBook())
+    await replay(service.kafka, [INVENTORY_STOCK], fold, name="bench-check", progress=False)
+    return {key: level.held for key, level in fold.projection.levels.items() if level.held}
+
+
+async def histories(service: RunningService, reservation_ids: Sequence[str]) -> dict[str, Any]:
+    """Every record about ``reservation_ids`` in the stock and reservation topics, in each
+    partition's order: type, topic, partition, offset, and the decision it carries."""
+    wanted = set(reservation_ids)
+    found: dict[str, list[dict[str, Any]]] = {rid: [] for rid in reservation_ids}
+
+    class Collect:
+        def apply(self, envelope: Envelope[Event]) -> None:
+            # Unused: _Everything below hands each record over with whether it counted.
+            pass
+
+        def note(self, envelope: Envelope[Event], counted: bool) -> None:
+            rid = getattr(envelope.event, "reservation_id", None)
+            if rid in wanted and envelope.position is not None:
+                event = envelope.event
+                found[rid].append(
+                    {
+                        "type": envelope.type.rsplit(".", 1)[-1],
+                        "topic": envelope.position.topic.rsplit(".", 2)[-2],
+                        "partition": envelope.position.partition,
+                        "offset": envelope.position.offset,
+                        "id": envelope.id,
+                        # False for a duplicate (a retried send) or a fenced decision.
+                        "counted": counted,
+                        **{
+                            k: v
+                            for k, v in event.model_dump(mode="json").items()
+                            if k in ("request", "outcome", "reason", "sku")
+                        },
+                    }
+                )
+
+        def canonical(self) -> Any:
+            return None
+
+    class _Everything(Fold[Collect]):
+        def apply_record(
+            self,
+            value: bytes | None,
+            headers: Sequence[tuple[str, bytes]],
+            position: Position,
+            timestamp_ms: int | None = None,
+        ) -> bool:
+            try:
+                envelope = codec.decode(value, headers, position, timestamp_ms)
+            except codec.PoisonMessage:
+                return False
+            counted = self.admit(envelope)
+            self.projection.note(envelope, counted)
+            return counted
+
+    await replay(
+        service.kafka,
+        [INVENTORY_STOCK, INVENTORY_RESERVATIONS],
+        _Everything(Collect()),
+        name="bench-histories",
+        progress=False,
+    )
+    return found
 
 
 # --- the rate sweep --------------------------------------------------------------------------
@@ -432,9 +568,13 @@ async def rate_sweep(
         seeding_s = time.perf_counter() - seeding
         everything: list[Sent] = []
         if warmup:
-            warm = plan(rng, client, catalogue, f"{run}-warm", int(WARMUP_RATE * WARMUP_S))
-            await open_loop(client, warm, WARMUP_RATE)
+            # At the first rate, or slower: a warm-up the service cannot keep up with
+            # would leave a backlog for the first measured rate.
+            warm_rate = min(WARMUP_RATE, rates[0])
+            warm = plan(rng, client, catalogue, f"{run}-warm", max(1, int(warm_rate * WARMUP_S)))
+            await open_loop(client, warm, warm_rate)
             everything += warm
+            await settle(service.kafka, GROUPS)
         results: list[dict[str, Any]] = []
         skipped: list[int] = []
         for rate in rates:
@@ -458,7 +598,9 @@ async def rate_sweep(
                 figures["settle_s"] = await settle(service.kafka, GROUPS)
             except TimeoutError:
                 figures["settle_s"] = None
-        books = await check_books(client, service, everything, catalogue.skus)
+        books = await check_books(
+            client, service, everything, catalogue.skus, settle_timeout_s=BACKLOG_TIMEOUT_S
+        )
     return {
         "mode": "rates",
         "seeding_s": seeding_s,
@@ -540,10 +682,12 @@ async def flash_sale(
         cpu = meter.read()
         figures = summarise(requests, None)
         held = sorted(s.finished - start for s in requests if s.outcome == HELD)
-        books = await check_books(client, service, requests, [sku])
-        after = expect_status(await client.request("GET", f"/v1/stock/{sku}"), 200, "after")
+        books = await check_books(
+            client, service, requests, [sku], settle_timeout_s=BACKLOG_TIMEOUT_S
+        )
+    after = books.get("read_model_totals", {}).get(sku)
     sold_answers = len(held)
-    sold_books = after["totals"]["held"]
+    sold_books = None if after is None else after["held"]
     return {
         "mode": "flash_sale",
         "sku": sku,
@@ -551,11 +695,14 @@ async def flash_sale(
         "units_by_location": split,
         "shoppers": shoppers,
         "stock_before": before["totals"],
-        "stock_after": after["totals"],
+        "stock_after": after,
         "connect_s": connect_s,
         "sold_by_answers": sold_answers,
         "sold_by_stock_query": sold_books,
-        "sold_exactly": sold_answers == units and sold_books == units,
+        # The books: the read model and the log hold exactly the units, no more, no less.
+        "sold_exactly": sold_books == units and books.get("units_held_in_log") == units,
+        # Every unit sold was confirmed to its buyer with a 201 (others got no answer).
+        "confirmed_exactly": sold_answers == units,
         # Until the last unit was sold (the units-th 201), from the moment all asked.
         "sell_out_s": held[units - 1] if len(held) >= units else None,
         "last_answer_s": max(s.finished for s in requests) - start,
@@ -639,15 +786,22 @@ def books_rows(books: Mapping[str, Any]) -> list[Row]:
         return [Row("not checked", books["not_checked"])]
     return [
         Row(
-            "held == answered allocations, per SKU and location",
+            "held: answers == read model == log, per SKU and location",
             "yes"
             if books["mismatch_count"] == 0
             else f"NO: {books['mismatch_count']} differ (see JSON)",
             str(books["skus_checked"]),
         ),
         Row(
-            "units held: expected · found",
-            f"{books['units_held_expected']:,} · {books['units_held_found']:,}",
+            "units held: answers · read model · log",
+            f"{books['units_held_expected']:,} · {books['units_held_found']:,} · "
+            f"{books['units_held_in_log']:,}",
+        ),
+        Row(
+            "answered 201 but not held by the saga",
+            "none"
+            if not books["answered_201_not_held"]
+            else f"{books['answered_201_not_held']} (histories in the JSON)",
         ),
         Row("held + committed ≤ on hand", "yes" if not books["oversold_count"] else "NO"),
         Row(
@@ -663,16 +817,24 @@ def flash_rows(sale: Mapping[str, Any]) -> list[Row]:
     sold = sale["sell_out_s"]
     return [
         Row(
-            "sold: by 201 answers · by stock query",
-            f"{sale['sold_by_answers']} · {sale['sold_by_stock_query']} "
+            "sold: by stock query · by the log",
+            f"{sale['sold_by_stock_query']} · {sale['books'].get('units_held_in_log', '-')} "
             f"(of {sale['units']}: {'exactly' if sale['sold_exactly'] else 'NOT exactly'})",
+        ),
+        Row(
+            "confirmed to buyers (201)",
+            f"{sale['sold_by_answers']} "
+            f"({'every unit' if sale['confirmed_exactly'] else 'NOT every unit'})",
         ),
         Row("time to sell out", "-" if sold is None else f"{sold * 1000:,.0f} ms"),
         Row("last answer after", f"{sale['last_answer_s'] * 1000:,.0f} ms"),
         Row("latency (every answer)", _ms(sale["latency_ms"]), n),
         Row("latency of 201s", _ms(sale["held_latency_ms"]), str(sale["sold_by_answers"])),
         Row("outcomes", _outcomes(sale)),
-        Row("stock after: on hand · held · available", _totals(sale["stock_after"])),
+        Row(
+            "stock after: on hand · held · available",
+            "-" if sale["stock_after"] is None else _totals(sale["stock_after"]),
+        ),
     ]
 
 
@@ -825,6 +987,11 @@ def main(
     if result["books"]["ok"] is False or (flash and not result["sold_exactly"]):
         console.print("[bold red]the books do not add up: see the JSON[/]")
         raise typer.Exit(1)
+    if flash and not result["confirmed_exactly"]:
+        console.print(
+            f"[yellow]{result['units'] - result['sold_by_answers']} of the units sold were "
+            "not confirmed to their buyers in time (5xx or timeout)[/]"
+        )
 
 
 if __name__ == "__main__":

@@ -163,7 +163,8 @@ def test_a_quick_sweep_counts_every_request_and_the_books_add_up(
         assert rate["cpu"]["cores"]["inventory service"] > 0
     books = figures["books"]
     assert books["ok"] is True
-    assert books["units_held_found"] == books["units_held_expected"]
+    assert books["units_held_found"] == books["units_held_expected"] == books["units_held_in_log"]
+    assert books["answered_201_not_held"] == 0
     assert books["mismatch_count"] == books["oversold_count"] == 0
 
 
@@ -177,7 +178,8 @@ def test_a_quick_flash_sale_sells_exactly_the_units(
     assert figures["mode"] == "flash_sale"
     assert figures["shoppers"] == reserve.QUICK.shoppers
     assert sum(figures["outcomes"].values()) == figures["shoppers"]
-    assert figures["sold_by_stock_query"] == units
+    assert figures["sold_exactly"] is True
+    assert figures["sold_by_stock_query"] == figures["books"]["units_held_in_log"] == units
     assert figures["stock_after"]["held"] == units
     assert figures["stock_after"]["available"] == 0
     assert figures["books"]["ok"] is True
