@@ -262,12 +262,13 @@ def test_every_pod_has_a_network_policy_with_only_the_egress_it_needs(
     production_objects: list[dict[str, Any]],
 ) -> None:
     policies = of_kind(production_objects, "NetworkPolicy")
-    for name, _ in pod_specs(production_objects):
-        pod = next(o for o in production_objects if o["metadata"]["name"] == name)
+    workloads = [o for o in production_objects if o["kind"] in ("Deployment", "Job", "Pod")]
+    for pod in workloads:
+        name = pod["metadata"]["name"]
         labels = (
-            pod["spec"]["template"]["metadata"]["labels"]
-            if pod["kind"] == "Deployment"
-            else pod["metadata"]["labels"]
+            pod["metadata"]["labels"]
+            if pod["kind"] == "Pod"
+            else pod["spec"]["template"]["metadata"]["labels"]
         )
         [policy] = [
             p
@@ -281,6 +282,8 @@ def test_every_pod_has_a_network_policy_with_only_the_egress_it_needs(
         allowed = {53, 9096, 5432} | ({443, 6443} if "operator" in name else set())
         if name.endswith("-test"):
             allowed = {53}
+        if name.endswith("-drain-topics"):
+            allowed = {53, 443, 6443}
         assert ports <= allowed, (name, ports)
 
 
@@ -301,7 +304,7 @@ def test_the_operator_runs_alone(default_objects: list[dict[str, Any]]) -> None:
 def test_k8s_rbac_grants_what_the_chart_grants(default_objects: list[dict[str, Any]]) -> None:
     text = (ROOT / "k8s" / "operator-rbac.yaml").read_text()
     k8s = {o["kind"]: o for o in yaml.safe_load_all(text) if o}
-    [role] = of_kind(default_objects, "Role")
+    [role] = [r for r in of_kind(default_objects, "Role") if "drain" not in r["metadata"]["name"]]
     [cluster_role] = of_kind(default_objects, "ClusterRole")
 
     assert k8s["Role"]["rules"] == role["rules"]
@@ -369,3 +372,48 @@ def _port(objects: list[dict[str, Any]], service: str) -> int:
     name = f"omnistock-{service}"
     [svc] = [s for s in of_kind(objects, "Service") if s["metadata"]["name"] == name]
     return int(svc["spec"]["ports"][0]["port"])
+
+
+def test_uninstall_drains_topics_while_the_operator_still_runs(
+    objects: dict[str, list[dict[str, Any]]],
+) -> None:
+    rendered = objects["dev-values"]  # topics with deletionPolicy Delete: finalizers
+    [job] = of_kind(rendered, "Job")
+    [operator] = [d for d in of_kind(rendered, "Deployment") if "operator" in d["metadata"]["name"]]
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    selector = dict(pair.split("=") for pair in env["DRAIN_SELECTOR"].split(","))
+    hook_rbac = [
+        o
+        for o in rendered
+        if o["kind"] in ("Role", "RoleBinding", "ServiceAccount")
+        and o["metadata"].get("annotations", {}).get("helm.sh/hook") == "pre-delete"
+    ]
+
+    # A pre-delete hook runs before helm deletes anything, the operator included (it is
+    # no hook), so each KafkaTopic's finalizer is handled; only then does Helm go on.
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    assert "helm.sh/hook" not in operator["metadata"].get("annotations", {})
+    assert container["command"] == ["python", "-m", "omnistock.topic_operator.drain"]
+    assert container["image"] == operator["spec"]["template"]["spec"]["containers"][0]["image"]
+    # Its RBAC exists before it runs (lower weight), and allows exactly what it does.
+    assert {o["kind"] for o in hook_rbac} == {"Role", "RoleBinding", "ServiceAccount"}
+    for obj in hook_rbac:
+        assert int(obj["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+            job["metadata"]["annotations"]["helm.sh/hook-weight"]
+        )
+    [role] = [o for o in hook_rbac if o["kind"] == "Role"]
+    assert role["rules"] == [
+        {"apiGroups": ["omnistock.io"], "resources": ["kafkatopics"], "verbs": ["list", "delete"]}
+    ]
+    # The selector is exactly the chart's KafkaTopics.
+    topics = of_kind(rendered, "KafkaTopic")
+    assert topics
+    for topic in topics:
+        assert topic["spec"]["deletionPolicy"] == "Delete"
+        assert selector.items() <= topic["metadata"]["labels"].items()
+    for obj in rendered:
+        if obj["kind"] not in ("KafkaTopic",) and not obj["metadata"].get("annotations", {}).get(
+            "helm.sh/hook"
+        ):
+            assert not selector.items() <= obj["metadata"]["labels"].items(), obj["metadata"]
