@@ -84,3 +84,40 @@ def test_only_topics_the_operator_deletes_get_a_finalizer() -> None:
     assert not needs_finalizer({"deletionPolicy": "Retain"}, {})
     assert not needs_finalizer({}, {})
     assert not needs_finalizer({"deletionPolicy": "Delete"}, {"omnistock.io/unmanaged": "true"})
+
+
+def test_kopf_puts_its_finalizer_only_on_topics_it_will_delete() -> None:
+    # Asked of kopf's own registry with the handlers main.py registers (kopf internals:
+    # the decision that keeps Retain resources, and their namespace, from ever waiting).
+    import logging
+
+    import kopf
+    from kopf._cogs.structs import bodies, patches, references
+    from kopf._core.intents.causes import ResourceCause
+
+    import omnistock.topic_operator.main  # noqa: F401  (registers the handlers)
+
+    registry = kopf.get_default_registry()
+    resource = references.Resource(
+        group="omnistock.io",
+        version="v1alpha1",
+        plural="kafkatopics",
+        kind="KafkaTopic",
+        namespaced=True,
+    )
+
+    def requires_finalizer(body: dict[str, object]) -> bool:
+        cause = ResourceCause(
+            logger=logging.getLogger(__name__),
+            indices={},
+            resource=resource,
+            patch=patches.Patch(),
+            memo=kopf.Memo(),
+            body=bodies.Body(body),
+        )
+        return registry._changing.requires_finalizer(cause)
+
+    unmanaged = {"omnistock.io/unmanaged": "true"}
+    assert requires_finalizer(kafka_topic("t", deletion_policy="Delete"))
+    assert not requires_finalizer(kafka_topic("t", deletion_policy="Retain"))
+    assert not requires_finalizer(kafka_topic("t", deletion_policy="Delete", annotations=unmanaged))
