@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omnistock.events.producer import BrokerUnavailable
+from omnistock.events.settings import AuthSettings
 
 log = logging.getLogger(__name__)
 
@@ -182,15 +183,26 @@ def create_app(
     description: str,
     version: str,
     health: Health,
+    auth: AuthSettings,
     lifespan: Lifespan | None = None,
 ) -> FastAPI:
+    """A service's app: problem details, health, metrics, and every other path behind
+    :class:`omnistock.events.auth.Gate` (routes add ``require(scope)``)."""
+    # Imported here: auth builds on this module's problem details.
+    from omnistock.events.auth import Authenticator, Gate  # noqa: PLC0415
+
+    authenticator = Authenticator(auth)
     app = FastAPI(
         title=title,
         description=description,
         version=version,
         lifespan=lifespan,
         responses={
+            401: {"model": ProblemDetails, "description": "No valid credential"},
+            403: {"model": ProblemDetails, "description": "The credential may not do this"},
+            413: {"model": ProblemDetails, "description": "Request body too large"},
             422: {"model": ProblemDetails, "description": "Invalid request"},
+            429: {"model": ProblemDetails, "description": "Rate limit of the credential"},
             503: {"model": ProblemDetails, "description": "Event log unavailable; retry"},
         },
     )
@@ -212,4 +224,5 @@ def create_app(
         return JSONResponse({"status": "not_ready", "reasons": health.not_ready}, status_code=503)
 
     app.mount("/metrics", make_asgi_app())
+    app.add_middleware(Gate, authenticator=authenticator)
     return app
