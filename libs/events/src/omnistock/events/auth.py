@@ -34,7 +34,7 @@ from typing import Annotated, Any
 import httpx
 import jwt
 import orjson
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -59,7 +59,9 @@ SCOPES: dict[str, str] = {
 ADMIN = "admin"
 API_KEY_PREFIX = "osk_"
 #: Paths anyone may call: probes, scrapes, and the description of the API itself.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+OPEN_PATHS = frozenset(
+    {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
 OPEN_PREFIXES = ("/metrics",)
 
 
@@ -464,27 +466,52 @@ def principal_of(request: Request) -> Principal:
     return principal
 
 
+class Scoped:
+    """The dependency :func:`require` builds; ``scopes`` is what the route accepts."""
+
+    def __init__(self, scopes: tuple[str, ...]) -> None:
+        unknown = set(scopes) - set(SCOPES)
+        if not scopes or unknown:
+            raise ValueError(f"unknown scopes {sorted(unknown)}")
+        self.scopes = scopes
+
+    async def __call__(
+        self,
+        request: Request,
+        _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+    ) -> Principal:
+        principal = principal_of(request)
+        if not any(principal.has(scope) for scope in self.scopes):
+            raise forbidden(self.scopes)
+        return principal
+
+
 def require(*scopes: str) -> Any:
     """A route dependency: the caller holds one of ``scopes`` (or ``admin``), else 403.
 
     Use as ``dependencies=[require("stock:read")]`` or, to see who called,
     ``principal: Annotated[Principal, require("pos:write")]``.
     """
-    unknown = set(scopes) - set(SCOPES)
-    if not scopes or unknown:
-        raise ValueError(f"unknown scopes {sorted(unknown)}")
+    # Security (not Depends) so the OpenAPI document lists the scopes of each operation.
+    return Security(Scoped(scopes), scopes=list(scopes))
 
-    async def check(
-        request: Request,
-        _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
-    ) -> Principal:
-        principal = principal_of(request)
-        if not any(principal.has(scope) for scope in scopes):
-            raise forbidden(scopes)
-        return principal
 
-    check.__name__ = "require_" + "_or_".join(s.replace(":", "_") for s in scopes)
-    return Depends(check)
+def route_scopes(app: FastAPI) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(method, path) -> the scopes an operation accepts, as its OpenAPI document says;
+    ``()`` for an operation without a check."""
+    table: dict[tuple[str, str], tuple[str, ...]] = {}
+    for path, operations in app.openapi()["paths"].items():
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+            continue
+        for method, operation in operations.items():
+            requirements = operation.get("security", [])
+            table[(method.upper(), path)] = tuple(
+                scope
+                for requirement in requirements
+                for scopes in requirement.values()
+                for scope in scopes
+            )
+    return table
 
 
 def require_store(principal: Principal, store_ids: Iterable[str], scope: str = "pos:write") -> None:

@@ -198,6 +198,7 @@ def create_app(
         version=version,
         lifespan=lifespan,
         responses={
+            400: {"model": ProblemDetails, "description": "Malformed request"},
             401: {"model": ProblemDetails, "description": "No valid credential"},
             403: {"model": ProblemDetails, "description": "The credential may not do this"},
             413: {"model": ProblemDetails, "description": "Request body too large"},
@@ -225,4 +226,26 @@ def create_app(
 
     app.mount("/metrics", make_asgi_app())
     app.add_middleware(Gate, authenticator=authenticator)
+    _document_problems_as_problem_json(app)
     return app
+
+
+def _document_problems_as_problem_json(app: FastAPI) -> None:
+    """FastAPI documents every response model as application/json; errors are answered
+    as application/problem+json, and the document must say so (clients and schemathesis
+    check the content type)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    for status, response in operation.get("responses", {}).items():
+                        content = response.get("content", {})
+                        if status[:1] in ("4", "5") and "application/json" in content:
+                            content[PROBLEM_JSON] = content.pop("application/json")
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

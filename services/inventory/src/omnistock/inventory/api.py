@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from omnistock.events.auth import require
 from omnistock.events.catalogue import (
     MAX_QUANTITY,
+    TEXT_PATTERN,
     AdjustmentReason,
     Channel,
     HoldLine,
@@ -91,9 +92,9 @@ class Strict(BaseModel):
 
 
 class LocationIn(Strict):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=TEXT_PATTERN)]
     kind: Literal["store", "warehouse"]
-    region: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    region: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TEXT_PATTERN)]
     latitude: Latitude
     longitude: Longitude
     fulfils_online: bool = Field(

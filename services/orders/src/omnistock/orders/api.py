@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from omnistock.events.auth import require
 from omnistock.events.catalogue import (
+    TEXT_PATTERN,
     Identifier,
     Line,
     OrderCancelled,
@@ -84,7 +85,9 @@ class OrderIn(Strict):
     reservation_id: Identifier
     customer_id: Identifier
     lines: Annotated[list[Line], Field(min_length=1, max_length=100)]
-    payment_reference: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    payment_reference: Annotated[
+        str, StringConstraints(min_length=1, max_length=128, pattern=TEXT_PATTERN)
+    ]
 
 
 class Step(BaseModel):
@@ -121,7 +124,7 @@ class OrderPage(BaseModel):
 
 
 class CancelIn(Strict):
-    reason: Annotated[str, StringConstraints(max_length=200)] = ""
+    reason: Annotated[str, StringConstraints(max_length=200, pattern=TEXT_PATTERN)] = ""
 
 
 class FulfilIn(Strict):
