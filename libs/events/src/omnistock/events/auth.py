@@ -155,18 +155,23 @@ class _Keys:
         self._keys = keys
         self.generation += 1
 
-    async def get(self, kid: str | None) -> jwt.PyJWK | None:
+    async def refresh(self, *, unknown_kid: bool = False) -> None:
+        """Pick up a rotated key set: the file is looked at at most once a second (at once
+        for an unknown kid), the URL fetched every ``jwks_refresh_s``."""
         if self._file is not None:
-            # Checked at most once a second, and at once for an unknown kid.
-            if self._file.changed(at_most_every_s=0.0 if kid not in self._keys else 1.0):
+            if self._file.changed(at_most_every_s=0.0 if unknown_kid else 1.0):
                 self._load(self._file.path.read_bytes())
         elif self._settings.jwks_url is not None:
             age = time.monotonic() - self._fetched
             # An unknown kid may be a rotation: refetch, but at most every 30 s, so forged
             # kids cannot turn us into a load generator against the issuer.
-            if age > self._settings.jwks_refresh_s or (kid not in self._keys and age > 30):
+            if age > self._settings.jwks_refresh_s or (unknown_kid and age > 30):
                 async with self._lock:
                     await self._fetch(self._settings.jwks_url)
+
+    async def get(self, kid: str | None) -> jwt.PyJWK | None:
+        if kid not in self._keys and not (kid is None and len(self._keys) == 1):
+            await self.refresh(unknown_kid=True)
         if kid is None and len(self._keys) == 1:
             return next(iter(self._keys.values()))
         return self._keys.get(kid)
@@ -234,6 +239,7 @@ class Authenticator:
     async def _jwt(self, token: str) -> Principal:
         if self._keys is None:
             raise Unauthenticated("JWTs are not configured")
+        await self._keys.refresh()
         now = time.time()
         cached = self._verified.get(token)
         if cached is not None:
