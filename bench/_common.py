@@ -12,8 +12,10 @@ module as ``bench._common``; each script puts the repo root on ``sys.path`` firs
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
+import functools
 import importlib.metadata
 import json
 import logging
@@ -45,6 +47,7 @@ from sqlalchemy.engine import make_url
 
 from omnistock.devstack._support import free_port, log_tail
 from omnistock.devstack.broker import EMBEDDED_FETCH_MAX_WAIT_MS, EmbeddedBroker
+from omnistock.devstack.credentials import LocalIssuer, bearer
 from omnistock.devstack.postgres import (
     EmbeddedPostgres,
     asyncpg_url,
@@ -705,6 +708,23 @@ _READY_POLL_S: Final = 0.1
 _LOG_TAIL_LINES: Final = 40
 
 
+@functools.cache
+def bench_issuer() -> LocalIssuer:
+    """The run's token issuer; every service a benchmark starts trusts it."""
+    root = Path(tempfile.mkdtemp(prefix="omnistock-bench-auth-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return LocalIssuer(root)
+
+
+@functools.cache
+def bench_token() -> str:
+    return bench_issuer().token("admin", ttl_s=24 * 3600)
+
+
+def bench_headers() -> dict[str, str]:
+    return bearer(bench_token())
+
+
 @dataclass(frozen=True, slots=True)
 class RunningService:
     """A service process started for a benchmark run, with its own topics and database."""
@@ -781,6 +801,11 @@ def run_service(
             "DATABASE_URL": database_url,
             "INSTANCE_ID": f"{name}-bench-{run}",
             "LOG_LEVEL": "warning",
+            **bench_issuer().env,
+            # One admin credential drives the whole load; the per-credential limit is
+            # for clients, not for measuring the service.
+            "AUTH_RATE_PER_S": "1000000",
+            "AUTH_RATE_BURST": "1000000",
             **(extra_env or {}),
         }
         log_path = root / f"{name}.log"
@@ -1042,7 +1067,11 @@ class HttpClient:
         self._idle: list[_Connection] = []
         self._open = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._host_header = f"Host: {self.host}:{self.port}\r\n".encode()
+        # Every request carries the run's admin credential: the services check it as in
+        # production, so its cost is part of every figure.
+        self._host_header = (
+            f"Host: {self.host}:{self.port}\r\nAuthorization: Bearer {bench_token()}\r\n"
+        ).encode()
 
     @property
     def open_connections(self) -> int:
@@ -1194,6 +1223,7 @@ class HttpxClient:
         self.timeout_s = timeout_s
         self._client = httpx.AsyncClient(
             base_url=url,
+            headers=bench_headers(),
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections

@@ -39,6 +39,7 @@ from bench._common import (
     Row,
     RunningService,
     baseline_rows,
+    bench_headers,
     broker_baseline,
     latency_summary_ms,
     machine_caption,
@@ -94,8 +95,10 @@ async def measure(
     run = uuid.uuid4().hex[:6]
     limits = httpx.Limits(max_connections=concurrency + 2)
     async with (
-        httpx.AsyncClient(base_url=gateway_url, timeout=30, limits=limits) as gateway,
-        httpx.AsyncClient(base_url=inventory_url, timeout=30) as inventory,
+        httpx.AsyncClient(
+            base_url=gateway_url, timeout=30, limits=limits, headers=bench_headers()
+        ) as gateway,
+        httpx.AsyncClient(base_url=inventory_url, timeout=30, headers=bench_headers()) as inventory,
     ):
         # Warm-up: connections, metadata, the translator's first fetch.
         for n in range(3):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
-from omnistock.events.settings import KafkaSettings, ServiceSettings
+from omnistock.events.settings import AuthSettings, KafkaSettings, ServiceSettings
 from omnistock.inventory.settings import InventorySettings
 from omnistock.orders.settings import OrdersSettings
 from omnistock.pos_gateway.settings import PosGatewaySettings
@@ -15,6 +15,7 @@ from omnistock.topic_operator.settings import OperatorSettings
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 SETTINGS: list[type[BaseSettings]] = [
     KafkaSettings,
+    AuthSettings,
     ServiceSettings,
     InventorySettings,
     OrdersSettings,
@@ -27,7 +28,7 @@ def env_names(model: type[BaseSettings]) -> list[str]:
     prefix = str(model.model_config.get("env_prefix") or "")
     names = []
     for name, field in model.model_fields.items():
-        if name == "kafka":  # nested settings, read with their own prefix
+        if name in ("kafka", "auth"):  # nested settings, read with their own prefix
             continue
         alias = field.validation_alias
         names.append(alias if isinstance(alias, str) else f"{prefix}{name}".upper())

@@ -30,6 +30,7 @@ from typer.testing import CliRunner
 from omnistock.devstack import demo
 from omnistock.devstack._support import free_port
 from omnistock.devstack.cli import app
+from omnistock.devstack.credentials import ROLES
 from omnistock.devstack.stack import StatePaths, stop_supervisor
 from omnistock.devstack.waiting import eventually
 from omnistock.events.service import discover
@@ -135,10 +136,27 @@ def _assert_everything_answers(stack: _Stack, state: dict[str, Any]) -> None:
     status = stack.cli("status")
     assert status.returncode == 0, status.stdout + status.stderr
     assert "everything is up" in status.stdout
+    _assert_credentials_work(stack, state)
+
+
+def _assert_credentials_work(stack: _Stack, state: dict[str, Any]) -> None:
+    """A credential per role in dev.json, and `dev token` mints working ones."""
+    assert set(state["credentials"]) == set(ROLES)
+    if "inventory" not in state["services"]:
+        return
+    url = f"{state['services']['inventory']['url']}/v1/locations"
+    assert httpx.get(url).status_code == 401
+    minted = stack.cli("token", "--role", "staff")
+    assert minted.returncode == 0, minted.stdout + minted.stderr
+    staff = minted.stdout.strip().splitlines()[-1]
+    assert httpx.get(url, headers={"Authorization": f"Bearer {staff}"}).status_code == 200
 
 
 def _stock(state: dict[str, Any], sku: str) -> dict[str, Any]:
-    response = httpx.get(f"{state['services']['inventory']['url']}/v1/stock/{sku}")
+    response = httpx.get(
+        f"{state['services']['inventory']['url']}/v1/stock/{sku}",
+        headers={"Authorization": f"Bearer {state['credentials']['staff']}"},
+    )
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body

@@ -5,8 +5,10 @@ from __future__ import annotations
 import httpx
 from pydantic import BaseModel
 
+from omnistock.devstack.credentials import admin_headers
 from omnistock.events.http import Health, Problem, create_app
 from omnistock.events.producer import BrokerUnavailable
+from omnistock.events.settings import AuthSettings
 
 
 class Body(BaseModel):
@@ -14,7 +16,7 @@ class Body(BaseModel):
 
 
 def app_with_routes(health: Health) -> httpx.AsyncClient:
-    app = create_app(title="t", description="t", version="0", health=health)
+    app = create_app(title="t", description="t", version="0", health=health, auth=AuthSettings())
 
     @app.post("/unavailable")
     async def unavailable() -> None:
@@ -34,7 +36,7 @@ def app_with_routes(health: Health) -> httpx.AsyncClient:
 
     # Starlette re-raises after answering 500 so the server logs it; the client got the 500.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://t")
+    return httpx.AsyncClient(transport=transport, base_url="http://t", headers=admin_headers())
 
 
 async def test_an_unconfirmed_write_is_503_with_retry_after() -> None:

@@ -11,6 +11,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from inventory_support import receive, register_demo_locations
 
+from omnistock.devstack.credentials import admin_headers
 from omnistock.devstack.serving import ServiceProcess
 from omnistock.devstack.waiting import eventually
 from omnistock.events.envelope import Envelope, Event
@@ -66,8 +67,10 @@ async def test_killing_the_hot_partition_owner_loses_nothing_acknowledged(
     }
     try:
         await asyncio.gather(*(r.start() for r in replicas.values()))
-        async with httpx.AsyncClient(timeout=15) as http:
-            first = httpx.AsyncClient(base_url=replicas["inventory-a"].url, timeout=15)
+        async with httpx.AsyncClient(timeout=15, headers=admin_headers()) as http:
+            first = httpx.AsyncClient(
+                base_url=replicas["inventory-a"].url, timeout=15, headers=admin_headers()
+            )
             async with first:
                 await register_demo_locations(first)
                 await receive(first, "rc-hot", "wh-kassel", SKU_HOT=30)

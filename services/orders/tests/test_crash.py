@@ -12,6 +12,7 @@ import pytest
 from inventory_support import receive, register_demo_locations
 from orders_support import order_body, read_model_hash, replayed_hash
 
+from omnistock.devstack.credentials import admin_headers
 from omnistock.devstack.serving import ServiceProcess
 from omnistock.devstack.waiting import eventually
 from omnistock.events.catalogue import ReservationCommitted
@@ -91,8 +92,12 @@ async def test_orders_settle_exactly_once_across_two_kills(
         await asyncio.gather(inventory.start(), orders.start())
         limits = httpx.Limits(max_connections=IN_FLIGHT)
         async with (
-            httpx.AsyncClient(base_url=inventory.url, timeout=30, limits=limits) as stock,
-            httpx.AsyncClient(base_url=orders.url, timeout=30, limits=limits) as http,
+            httpx.AsyncClient(
+                base_url=inventory.url, timeout=30, limits=limits, headers=admin_headers()
+            ) as stock,
+            httpx.AsyncClient(
+                base_url=orders.url, timeout=30, limits=limits, headers=admin_headers()
+            ) as http,
         ):
             await register_demo_locations(stock)
             await receive(stock, "rc-1", "wh-kassel", **{s.replace("-", "_"): 200 for s in SKUS})

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from omnistock.devstack._support import log_tail
+from omnistock.devstack.credentials import DEFAULT_TTL_S, ROLES, LocalIssuer
 from omnistock.devstack.stack import (
     DEFAULT_BROKER_PORT,
     DEFAULT_POSTGRES_PORT,
@@ -165,6 +166,38 @@ def down(state_dir: StateDir = None) -> None:
     console.print(
         f"stopped the dev stack (supervisor pid {pid}) in {time.monotonic() - began:.1f}s"
     )
+
+
+@dev.command()
+def token(
+    *,
+    role: Annotated[str, typer.Option(help=f"One of: {', '.join(ROLES)}.", show_default=False)],
+    store: Annotated[
+        str | None,
+        typer.Option(help="The location id a pos key is bound to (required for pos)."),
+    ] = None,
+    ttl: Annotated[
+        int, typer.Option(min=60, max=7 * 86_400, help="Seconds a JWT stays valid.")
+    ] = DEFAULT_TTL_S,
+    state_dir: StateDir = None,
+) -> None:
+    """Print a fresh credential for ROLE on the last line: a JWT from the stack's issuer,
+    or for pos an API key bound to --store. Use it as `Authorization: Bearer <it>`."""
+    paths = StatePaths.at(state_dir)
+    if not (paths.auth / "issuer-key.pem").exists():
+        console.print(f"no dev issuer in {paths.auth}: start the stack (omnistock dev up)")
+        raise typer.Exit(1)
+    try:
+        credential = LocalIssuer(paths.auth).token(role, store_id=store, ttl_s=ttl)
+    except ValueError as error:
+        console.print(f"omnistock dev token: {error}", style="red")
+        raise typer.Exit(2) from None
+    scopes = " ".join(ROLES[role])
+    bound = f", store {store}" if store else ""
+    kind = "API key" if role == "pos" else f"JWT valid {ttl}s"
+    console.print(f"{role}: {kind}, scopes {scopes}{bound}")
+    # Alone on the last line, unwrapped, for $(... | tail -1).
+    print(credential)
 
 
 def _config(

@@ -180,12 +180,14 @@ async def load(
     report: Callable[[str], None],
     timeout: float,  # noqa: ASYNC109 - the deadline of the whole load, by design
     steps: Sequence[Step] = STEPS,
+    headers: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Run ``steps`` against the services at ``urls`` (name → base URL); returns what each
-    step loaded, or why it was skipped."""
+    step loaded, or why it was skipped. ``headers`` carry the credential (the stack's
+    admin)."""
     loop = asyncio.get_running_loop()
     summaries = []
-    async with httpx.AsyncClient(timeout=_REQUEST_TIMEOUT_S) as client:
+    async with httpx.AsyncClient(timeout=_REQUEST_TIMEOUT_S, headers=headers) as client:
         ctx = Context(client, urls, loop.time() + timeout)
         for step in steps:
             outcome = (

@@ -5,6 +5,10 @@ Servers start only when a test asks for them, once per session; each test then
 isolates itself on them with its own topic prefix and its own database.
 ``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL`` point the session at external
 servers instead of embedded ones.
+
+Every service started by a test checks credentials as in production: the session
+runs a local issuer (``local_issuer``) and points ``AUTH_*`` at it, and
+:func:`omnistock.devstack.serving.serving` hands out clients carrying an admin token.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import pytest
 
 from omnistock.devstack._support import run_sync
 from omnistock.devstack.broker import EMBEDDED_FETCH_MAX_WAIT_MS, EmbeddedBroker
+from omnistock.devstack.credentials import LocalIssuer, use_session_issuer
 from omnistock.devstack.postgres import (
     EmbeddedPostgres,
     asyncpg_url,
@@ -27,6 +32,24 @@ from omnistock.devstack.postgres import (
     ensure_database,
 )
 from omnistock.events.settings import KafkaSettings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def local_issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalIssuer]:
+    """The session's token issuer; every service process and app trusts it (``AUTH_*``)."""
+    issuer = LocalIssuer(tmp_path_factory.mktemp("auth"))
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in issuer.env.items():
+            env.setenv(name, value)
+        # Tests drive services harder than any one production client; the limiter has
+        # tests of its own.
+        env.setenv("AUTH_RATE_PER_S", "1000000")
+        env.setenv("AUTH_RATE_BURST", "1000000")
+        use_session_issuer(issuer)
+        try:
+            yield issuer
+        finally:
+            use_session_issuer(None)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from omnistock.devstack.credentials import admin_headers
 from omnistock.devstack.waiting import eventually
 
 
@@ -26,9 +27,12 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Any, *, ready_timeout: float = 60.0) -> AsyncIterator[httpx.AsyncClient]:
+async def serving(
+    app: Any, *, ready_timeout: float = 60.0, headers: Mapping[str, str] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     """Start ``app`` with uvicorn (lifespan and all), wait until /readyz says ready, and
-    yield a client for it; shut it down gracefully afterwards."""
+    yield a client for it, sending ``headers`` (default: the test session's admin
+    credential); shut it down gracefully afterwards."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
@@ -36,7 +40,9 @@ async def serving(app: Any, *, ready_timeout: float = 60.0) -> AsyncIterator[htt
     task = asyncio.create_task(server.serve())
     base = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=base, timeout=30, headers=admin_headers() if headers is None else headers
+        ) as client:
 
             async def ready() -> bool:
                 if task.done():

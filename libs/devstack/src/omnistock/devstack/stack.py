@@ -40,6 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from omnistock.devstack import demo
 from omnistock.devstack._support import log_tail
 from omnistock.devstack.broker import EMBEDDED_FETCH_MAX_WAIT_MS, EmbeddedBroker
+from omnistock.devstack.credentials import ROLES, LocalIssuer, bearer
 from omnistock.devstack.errors import EmbeddedProcessError
 from omnistock.devstack.postgres import EmbeddedPostgres, asyncpg_url, ensure_database
 from omnistock.events.admin import cluster_id, ensure_topics
@@ -53,6 +54,8 @@ DEFAULT_BROKER_PORT = 9092
 DEFAULT_POSTGRES_PORT = 55432
 DEFAULT_TIMEOUT_S = 90.0
 STATE_DIR_NAME = ".omnistock"
+#: The store the demo POS key in ``dev.json`` is bound to.
+DEMO_POS_STORE = "store-berlin"
 
 # uvicorn gives open requests and the consumers 20 s (timeout_graceful_shutdown) to finish.
 _SERVICE_STOP_GRACE_S = 30.0
@@ -120,6 +123,11 @@ class StatePaths:
     @property
     def pgdata(self) -> Path:
         return self.root / "pgdata"
+
+    @property
+    def auth(self) -> Path:
+        """The dev token issuer's key, JWKS and API keys file."""
+        return self.root / "auth"
 
     def service_log(self, service: str) -> Path:
         return self.logs / f"{service}.log"
@@ -247,6 +255,15 @@ def _already_running(paths: StatePaths) -> StackError:
     )
 
 
+def demo_credentials(issuer: LocalIssuer) -> dict[str, str]:
+    """A credential per role for ``dev.json`` (a day long; the pos key is the Berlin
+    store's). ``omnistock dev token`` mints fresh ones."""
+    return {
+        role: issuer.token(role, store_id=DEMO_POS_STORE if role == "pos" else None, ttl_s=86_400)
+        for role in ROLES
+    }
+
+
 # --- the stack -------------------------------------------------------------------------------
 
 
@@ -276,6 +293,7 @@ class Stack:
         self._bootstrap = ""
         self._server_url = ""
         self._began = time.monotonic()
+        self._issuer: LocalIssuer | None = None
 
     @property
     def running(self) -> bool:
@@ -290,6 +308,8 @@ class Stack:
         deadline = asyncio.get_running_loop().time() + config.timeout
         config.paths.logs.mkdir(parents=True, exist_ok=True)
         self._check_ports()
+        # The services check credentials as in production; the stack is their issuer.
+        self._issuer = LocalIssuer(config.paths.auth)
         broker = self._start_broker()
         kafka = KafkaSettings(bootstrap_servers=self._bootstrap)
         try:
@@ -309,6 +329,7 @@ class Stack:
         urls = {name: service.url for name, service in self._services.items()}
         demo_data = await self._load_demo(urls, deadline) if config.demo else []
         return {
+            "credentials": demo_credentials(self._issuer),
             "broker": broker,
             "postgres": postgres,
             "services": {
@@ -328,7 +349,9 @@ class Stack:
     async def _load_demo(self, urls: Mapping[str, str], deadline: float) -> list[str]:
         remaining = max(1.0, deadline - asyncio.get_running_loop().time())
         try:
-            return await demo.load(urls, report=self._say, timeout=remaining)
+            assert self._issuer is not None
+            admin = bearer(self._issuer.token("admin"))
+            return await demo.load(urls, report=self._say, timeout=remaining, headers=admin)
         except (demo.DemoDataError, httpx.HTTPError) as error:
             raise StackError(
                 f"loading the demo data failed: {str(error) or type(error).__name__}"
@@ -468,6 +491,8 @@ class Stack:
             "INSTANCE_ID": f"{name}-0",
             "LOG_LEVEL": config.log_level,
         }
+        assert self._issuer is not None
+        env.update(self._issuer.env)
         if self._broker is not None:
             # Tansu holds every fetch for the whole wait, which would be every consumer's latency.
             env.setdefault("KAFKA_FETCH_MAX_WAIT_MS", str(EMBEDDED_FETCH_MAX_WAIT_MS))

@@ -22,6 +22,9 @@ Identifier = Annotated[
     StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$"),
 ]
 Sku = Identifier
+#: Free text (names, reasons, references): no control characters, NUL above all, which
+#: PostgreSQL refuses; a read model stuck on an event it cannot store stops every reader.
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 # No single movement in any retailer we serve moves a million units; larger is a typo.
 MAX_QUANTITY = 1_000_000
 Quantity = Annotated[int, Field(gt=0, le=MAX_QUANTITY)]

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omnistock.events.producer import BrokerUnavailable
+from omnistock.events.settings import AuthSettings
 
 log = logging.getLogger(__name__)
 
@@ -182,15 +183,27 @@ def create_app(
     description: str,
     version: str,
     health: Health,
+    auth: AuthSettings,
     lifespan: Lifespan | None = None,
 ) -> FastAPI:
+    """A service's app: problem details, health, metrics, and every other path behind
+    :class:`omnistock.events.auth.Gate` (routes add ``require(scope)``)."""
+    # Imported here: auth builds on this module's problem details.
+    from omnistock.events.auth import Authenticator, Gate  # noqa: PLC0415
+
+    authenticator = Authenticator(auth)
     app = FastAPI(
         title=title,
         description=description,
         version=version,
         lifespan=lifespan,
         responses={
+            400: {"model": ProblemDetails, "description": "Malformed request"},
+            401: {"model": ProblemDetails, "description": "No valid credential"},
+            403: {"model": ProblemDetails, "description": "The credential may not do this"},
+            413: {"model": ProblemDetails, "description": "Request body too large"},
             422: {"model": ProblemDetails, "description": "Invalid request"},
+            429: {"model": ProblemDetails, "description": "Rate limit of the credential"},
             503: {"model": ProblemDetails, "description": "Event log unavailable; retry"},
         },
     )
@@ -212,4 +225,27 @@ def create_app(
         return JSONResponse({"status": "not_ready", "reasons": health.not_ready}, status_code=503)
 
     app.mount("/metrics", make_asgi_app())
+    app.add_middleware(Gate, authenticator=authenticator)
+    _document_problems_as_problem_json(app)
     return app
+
+
+def _document_problems_as_problem_json(app: FastAPI) -> None:
+    """FastAPI documents every response model as application/json; errors are answered
+    as application/problem+json, and the document must say so (clients and schemathesis
+    check the content type)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    for status, response in operation.get("responses", {}).items():
+                        content = response.get("content", {})
+                        if status[:1] in ("4", "5") and "application/json" in content:
+                            content[PROBLEM_JSON] = content.pop("application/json")
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

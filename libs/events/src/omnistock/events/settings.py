@@ -7,6 +7,7 @@ every process the same way.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from aiokafka.helpers import create_ssl_context
@@ -86,6 +87,39 @@ class KafkaSettings(BaseSettings):
         return options
 
 
+Algorithm = Literal["RS256", "ES256"]
+
+
+class AuthSettings(BaseSettings):
+    """Where credentials are checked against, and how much one credential may ask."""
+
+    model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore")
+
+    jwks_file: Path | None = Field(
+        default=None, description="JWKS of the token issuer, a mounted file (re-read on change)."
+    )
+    jwks_url: str | None = Field(
+        default=None, description="JWKS of the token issuer, fetched (https in production)."
+    )
+    issuer: str | None = Field(default=None, description="Expected `iss` of every JWT.")
+    audience: str = Field(default="omnistock", description="Expected `aud` of every JWT.")
+    algorithms: list[Algorithm] = Field(default=["RS256", "ES256"], min_length=1)
+    leeway_s: int = Field(default=30, ge=0, le=300, description="Clock skew allowed on exp/nbf.")
+    api_keys_file: Path | None = Field(
+        default=None, description="Hashed API keys (JSON), a mounted file (re-read on change)."
+    )
+    jwks_refresh_s: float = Field(default=300.0, ge=5, description="Re-read interval of the JWKS.")
+    rate_per_s: float = Field(
+        default=200.0,
+        gt=0,
+        description="Requests per second one credential may make (per replica).",
+    )
+    rate_burst: int = Field(default=400, ge=1, description="Requests one credential may burst.")
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Largest request body; larger is 413."
+    )
+
+
 class ServiceSettings(BaseSettings):
     """Settings common to every service process.
 
@@ -107,3 +141,4 @@ class ServiceSettings(BaseSettings):
         description="Stable name of this replica (pod name in Kubernetes); random when empty.",
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)

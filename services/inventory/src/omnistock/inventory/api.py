@@ -16,8 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from omnistock.events.auth import require
 from omnistock.events.catalogue import (
     MAX_QUANTITY,
+    TEXT_PATTERN,
     AdjustmentReason,
     Channel,
     HoldLine,
@@ -90,9 +92,9 @@ class Strict(BaseModel):
 
 
 class LocationIn(Strict):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=TEXT_PATTERN)]
     kind: Literal["store", "warehouse"]
-    region: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    region: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TEXT_PATTERN)]
     latitude: Latitude
     longitude: Longitude
     fulfils_online: bool = Field(
@@ -105,7 +107,12 @@ class LocationOut(LocationIn):
     position: str | None = None
 
 
-@router.put("/locations/{location_id}", response_model=LocationOut, tags=["locations"])
+@router.put(
+    "/locations/{location_id}",
+    dependencies=[require("admin")],
+    response_model=LocationOut,
+    tags=["locations"],
+)
 async def put_location(
     deps: Deps, body: LocationIn, location_id: Annotated[Identifier, Path()]
 ) -> LocationOut:
@@ -119,7 +126,12 @@ async def put_location(
     )
 
 
-@router.get("/locations", response_model=list[LocationOut], tags=["locations"])
+@router.get(
+    "/locations",
+    dependencies=[require("stock:read")],
+    response_model=list[LocationOut],
+    tags=["locations"],
+)
 async def list_locations(deps: Deps) -> list[LocationOut]:
     return [
         LocationOut(**loc.model_dump())
@@ -166,7 +178,12 @@ def positions_token(envelopes: Sequence[Envelope[Any]]) -> str:
 
 
 @router.post(
-    "/receipts", status_code=201, response_model=Written, tags=["stock"], responses=PROBLEMS
+    "/receipts",
+    dependencies=[require("receipts:write")],
+    status_code=201,
+    response_model=Written,
+    tags=["stock"],
+    responses=PROBLEMS,
 )
 async def post_receipt(deps: Deps, body: ReceiptIn) -> Written:
     """Goods received at a location. Idempotent on ``receipt_id``."""
@@ -219,7 +236,12 @@ class AdjustmentIn(Strict):
 
 
 @router.post(
-    "/adjustments", status_code=201, response_model=Written, tags=["stock"], responses=PROBLEMS
+    "/adjustments",
+    dependencies=[require("stock:adjust")],
+    status_code=201,
+    response_model=Written,
+    tags=["stock"],
+    responses=PROBLEMS,
 )
 async def post_adjustment(deps: Deps, body: AdjustmentIn) -> Written:
     """A count or correction (cycle count, damage, loss, found). Idempotent on its id."""
@@ -301,6 +323,7 @@ def decision_timeout(reservation_id: str) -> Problem:
 
 @router.post(
     "/reservations",
+    dependencies=[require("reservations:write")],
     status_code=201,
     response_model=ReservationOut,
     tags=["reservations"],
@@ -404,6 +427,7 @@ def idempotency_conflict(reservation_id: str) -> Problem:
 
 @router.get(
     "/reservations/{reservation_id}",
+    dependencies=[require("reservations:write")],
     response_model=ReservationOut,
     tags=["reservations"],
     responses=PROBLEMS,
@@ -446,6 +470,7 @@ def refused(reservation_id: str, status: str, action: str) -> Problem:
 
 @router.post(
     "/reservations/{reservation_id}/commit",
+    dependencies=[require("reservations:write")],
     response_model=ReservationOut,
     tags=["reservations"],
     responses=PROBLEMS,
@@ -489,6 +514,7 @@ async def commit(
 
 @router.post(
     "/reservations/{reservation_id}/release",
+    dependencies=[require("reservations:write")],
     response_model=ReservationOut,
     tags=["reservations"],
     responses=PROBLEMS,
@@ -519,6 +545,7 @@ async def release(deps: Deps, reservation_id: Annotated[Identifier, Path()]) -> 
 
 @router.post(
     "/reservations/{reservation_id}/extend",
+    dependencies=[require("reservations:write")],
     response_model=ReservationOut,
     tags=["reservations"],
     responses=PROBLEMS,
@@ -634,7 +661,13 @@ async def wait_until_visible(deps: Inventory, token: str) -> None:
         ) from None
 
 
-@router.get("/stock/{sku}", response_model=SkuStock, tags=["stock"], responses=PROBLEMS)
+@router.get(
+    "/stock/{sku}",
+    dependencies=[require("stock:read")],
+    response_model=SkuStock,
+    tags=["stock"],
+    responses=PROBLEMS,
+)
 async def stock_of_sku(
     deps: Deps,
     sku: Annotated[Sku, Path()],
@@ -707,6 +740,7 @@ class LocationStockPage(BaseModel):
 
 @router.get(
     "/locations/{location_id}/stock",
+    dependencies=[require("stock:read")],
     response_model=LocationStockPage,
     tags=["stock"],
     responses=PROBLEMS,
@@ -764,7 +798,12 @@ class MovementOut(BaseModel):
     position: str
 
 
-@router.get("/stock/{sku}/movements", response_model=list[MovementOut], tags=["stock"])
+@router.get(
+    "/stock/{sku}/movements",
+    dependencies=[require("stock:read")],
+    response_model=list[MovementOut],
+    tags=["stock"],
+)
 async def movements(
     deps: Deps,
     sku: Annotated[Sku, Path()],

@@ -101,6 +101,7 @@ def create_inventory_app(
         "adjustments, and cross-store stock queries. Every write is an event in the log first.",
         version=VERSION,
         health=health,
+        auth=settings.auth,
         lifespan=lifespan,
     )
     app.include_router(router)

@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from omnistock.events.auth import require
 from omnistock.events.catalogue import (
+    TEXT_PATTERN,
     Identifier,
     Line,
     OrderCancelled,
@@ -83,7 +85,9 @@ class OrderIn(Strict):
     reservation_id: Identifier
     customer_id: Identifier
     lines: Annotated[list[Line], Field(min_length=1, max_length=100)]
-    payment_reference: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    payment_reference: Annotated[
+        str, StringConstraints(min_length=1, max_length=128, pattern=TEXT_PATTERN)
+    ]
 
 
 class Step(BaseModel):
@@ -120,7 +124,7 @@ class OrderPage(BaseModel):
 
 
 class CancelIn(Strict):
-    reason: Annotated[str, StringConstraints(max_length=200)] = ""
+    reason: Annotated[str, StringConstraints(max_length=200, pattern=TEXT_PATTERN)] = ""
 
 
 class FulfilIn(Strict):
@@ -210,6 +214,7 @@ def out(row: dict[str, Any], *, timeline: bool = True) -> OrderOut:
 
 @router.post(
     "/orders",
+    dependencies=[require("orders:write")],
     status_code=201,
     response_model=OrderOut,
     responses={**PROBLEMS, 202: {"model": OrderOut, "description": "Placed; outcome pending"}},
@@ -280,7 +285,12 @@ def idempotency_conflict(order_id: str) -> Problem:
     )
 
 
-@router.get("/orders/{order_id}", response_model=OrderOut, responses=PROBLEMS)
+@router.get(
+    "/orders/{order_id}",
+    dependencies=[require("orders:write")],
+    response_model=OrderOut,
+    responses=PROBLEMS,
+)
 async def get_order(deps: Deps, order_id: Annotated[Identifier, Path()]) -> OrderOut:
     """The order, its status and its timeline (every event that moved it, with times)."""
     row = await stored_order(deps.engine, order_id)
@@ -289,7 +299,7 @@ async def get_order(deps: Deps, order_id: Annotated[Identifier, Path()]) -> Orde
     return out(row)
 
 
-@router.get("/orders", response_model=OrderPage)
+@router.get("/orders", dependencies=[require("orders:write")], response_model=OrderPage)
 async def list_orders(
     deps: Deps,
     customer_id: Annotated[Identifier | None, Query()] = None,
@@ -350,7 +360,12 @@ async def change(
     return out(after)
 
 
-@router.post("/orders/{order_id}/cancel", response_model=OrderOut, responses=PROBLEMS)
+@router.post(
+    "/orders/{order_id}/cancel",
+    dependencies=[require("orders:write")],
+    response_model=OrderOut,
+    responses=PROBLEMS,
+)
 async def cancel(
     deps: Deps,
     order_id: Annotated[Identifier, Path()],
@@ -372,7 +387,12 @@ async def cancel(
     return await change(deps, order_id, "cancel", make, response)
 
 
-@router.post("/orders/{order_id}/fulfil", response_model=OrderOut, responses=PROBLEMS)
+@router.post(
+    "/orders/{order_id}/fulfil",
+    dependencies=[require("orders:write")],
+    response_model=OrderOut,
+    responses=PROBLEMS,
+)
 async def fulfil(
     deps: Deps, order_id: Annotated[Identifier, Path()], body: FulfilIn, response: Response
 ) -> OrderOut:

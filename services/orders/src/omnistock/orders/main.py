@@ -74,6 +74,7 @@ def create_orders_app(settings: OrdersSettings | None = None) -> FastAPI:
         "fulfilled or cancelled. Every change is an event in the log first.",
         version=VERSION,
         health=health,
+        auth=settings.auth,
         lifespan=lifespan,
     )
     app.include_router(router)

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from omnistock.events.auth import Principal, require, require_store
 from omnistock.events.catalogue import Identifier
 from omnistock.events.envelope import Envelope, Event
 from omnistock.events.http import FieldError, Problem, ProblemDetails
@@ -268,11 +269,15 @@ def _body_items(data: Any, max_batch: int) -> tuple[list[Any], bool]:
         413: {"model": ProblemDetails, "description": "Batch too large"},
     },
 )
-async def post_transactions(deps: Deps, request: Request) -> JSONResponse:
+async def post_transactions(
+    deps: Deps, request: Request, principal: Annotated[Principal, require("pos:write")]
+) -> JSONResponse:
     """The body is one transaction object, or ``{"transactions": [...]}`` (or a bare list).
 
     Accepted: written to the log now. Duplicate: recorded before with the same content,
-    not written again. Rejected: with a reason per field; nothing written."""
+    not written again. Rejected: with a reason per field; nothing written. A terminal's
+    key is bound to its store: one transaction of another store in a batch refuses the
+    whole batch (403), nothing written."""
     try:
         data = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
@@ -284,6 +289,7 @@ async def post_transactions(deps: Deps, request: Request) -> JSONResponse:
             errors=[FieldError(field="body", message=str(exc))],
         ) from None
     items, is_batch = _body_items(data, deps.settings.max_batch)
+    require_store(principal, _claimed_stores(items))
     results = await record(deps, items)
     if is_batch:
         counts = {s: sum(r.status == s for r in results) for s in ("accepted", "duplicate")}
@@ -310,6 +316,24 @@ async def post_transactions(deps: Deps, request: Request) -> JSONResponse:
     )
 
 
+def _claimed_stores(items: Sequence[Any]) -> list[str]:
+    """The stores the items speak for (an item without a valid one is rejected anyway)."""
+    return [
+        item["store_id"]
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("store_id"), str)
+    ]
+
+
+def may_read_store(principal: Principal, store_id: str) -> None:
+    """Store figures: staff and EC (``stock:read``) see every store, a terminal its own."""
+    if not principal.has("stock:read"):
+        require_store(principal, [store_id])
+
+
+Reader = Annotated[Principal, require("stock:read", "pos:write")]
+
+
 class TerminalOut(BaseModel):
     store_id: str
     terminal_id: str
@@ -330,10 +354,12 @@ class TerminalOut(BaseModel):
 )
 async def get_terminal(
     deps: Deps,
+    principal: Reader,
     store_id: Annotated[Identifier, Path()],
     terminal_id: Annotated[Identifier, Path()],
 ) -> TerminalOut:
     """Which of a terminal's transaction numbers never arrived: a lost sale is noticed."""
+    may_read_store(principal, store_id)
     numbers = deps.view.ledger.terminals.get((store_id, terminal_id))
     if numbers is None:
         raise Problem(
@@ -370,6 +396,7 @@ class SalesOut(BaseModel):
 @router.get("/sales", response_model=SalesOut, tags=["sales"])
 async def get_sales(
     deps: Deps,
+    principal: Reader,
     store_id: Annotated[Identifier, Query()],
     since: Annotated[
         AwareDatetime | None,
@@ -378,6 +405,7 @@ async def get_sales(
 ) -> SalesOut:
     """Net units and revenue per minute of one store (sales minus returns, voids reversed in
     the voided sale's minute), by when they happened at the till."""
+    may_read_store(principal, store_id)
     start = since or deps.clock() - timedelta(minutes=deps.settings.sales_window_minutes)
     start = start.replace(second=0, microsecond=0)
     async with deps.engine.connect() as connection:

@@ -68,6 +68,7 @@ def create_pos_gateway_app(
         "per-item answers, terminal sequence gaps, sales per store per minute.",
         version=VERSION,
         health=health,
+        auth=settings.auth,
         lifespan=lifespan,
     )
     app.include_router(router)

@@ -18,6 +18,7 @@ from omnistock.pos_gateway.domain.ledger import PosLedger, TransactionKey, finge
 
 #: Lines of one transaction; a longer receipt is split by the terminal.
 MAX_LINES = 500
+MAX_SEQUENCE = 2**53 - 1
 
 
 class Submission(BaseModel):
@@ -28,7 +29,10 @@ class Submission(BaseModel):
     transaction_id: Identifier
     store_id: Identifier
     terminal_id: Identifier
-    sequence: Annotated[int, Field(ge=0, description="The terminal's own transaction number.")]
+    sequence: Annotated[
+        # Bounded so every JSON reader keeps it exact (2**53 - 1).
+        int, Field(ge=0, le=MAX_SEQUENCE, description="The terminal's own transaction number.")
+    ]
     occurred_at: AwareDatetime
     type: Literal["sale", "return", "void"]
     lines: Annotated[

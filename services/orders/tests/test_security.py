@@ -1,0 +1,125 @@
+"""Who may call the orders API, and what hostile input does to it (nothing)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from orders_support import order_body
+from security_support import (
+    check_body_limits,
+    check_hostile_fields,
+    check_refusals,
+    log_size,
+    module_kafka,
+    schemathesis_failures,
+)
+
+from omnistock.devstack.credentials import LocalIssuer, admin_headers, bearer
+from omnistock.devstack.postgres import drop_database, ensure_database
+from omnistock.devstack.serving import serving
+from omnistock.events.admin import ensure_topics
+from omnistock.events.auth import route_scopes
+from omnistock.events.settings import KafkaSettings
+from omnistock.events.topics import TOPICS
+from omnistock.orders.main import create_orders_app
+from omnistock.orders.settings import OrdersSettings
+
+pytestmark = pytest.mark.integration
+
+#: The scope table of README's "Who may do what", for this service.
+SCOPES = {
+    ("POST", "/v1/orders"): ("orders:write",),
+    ("GET", "/v1/orders"): ("orders:write",),
+    ("GET", "/v1/orders/{order_id}"): ("orders:write",),
+    ("POST", "/v1/orders/{order_id}/cancel"): ("orders:write",),
+    ("POST", "/v1/orders/{order_id}/fulfil"): ("orders:write",),
+}
+
+
+class Service:
+    def __init__(self, client: httpx.AsyncClient, kafka: KafkaSettings) -> None:
+        self.client = client
+        self.kafka = kafka
+
+
+@pytest.fixture(scope="module")
+async def service(kafka_bootstrap: str, postgres_url: str) -> AsyncIterator[Service]:
+    kafka = module_kafka(kafka_bootstrap)
+    await ensure_topics(kafka, TOPICS)
+    name = f"orders_sec_{uuid.uuid4().hex[:10]}"
+    database = await ensure_database(postgres_url, name)
+    settings = OrdersSettings(
+        database_url=database,
+        kafka=kafka,
+        instance_id="orders-security-0",
+        # No inventory runs here: placed orders stay placed, answered 202 quickly.
+        decision_timeout_s=0.2,
+        consistency_timeout_s=0.5,
+    )
+    try:
+        async with serving(create_orders_app(settings)) as client:
+            yield Service(client, kafka)
+    finally:
+        await drop_database(postgres_url, name)
+
+
+def test_every_route_requires_its_scope() -> None:
+    assert route_scopes(create_orders_app()) == SCOPES
+
+
+async def test_bad_credentials_401_missing_scope_403_nothing_written(
+    service: Service, local_issuer: LocalIssuer, tmp_path: Path
+) -> None:
+    before = await log_size(service.kafka)
+    await check_refusals(service.client, SCOPES, local_issuer, LocalIssuer(tmp_path))
+    assert await log_size(service.kafka) == before
+    # The EC's own credential does what it is for.
+    ec = bearer(local_issuer.token("ec"))
+    placed = await service.client.post(
+        "/v1/orders", json=order_body("sec-ok-1", "res-sec-ok-1", SKU_1=1), headers=ec
+    )
+    assert placed.status_code in (201, 202), placed.text
+
+
+async def test_hostile_input_is_refused_and_nothing_is_written(service: Service) -> None:
+    before = await log_size(service.kafka)
+    client = service.client
+    await check_body_limits(client, "POST", "/v1/orders", service_limit())
+    await check_hostile_fields(
+        client,
+        "POST",
+        "/v1/orders",
+        order_body("hostile-1", "res-hostile-1", SKU_1=1),
+        id_fields=("order_id", "reservation_id", "customer_id", "lines.0.sku"),
+        quantity_fields=("lines.0.quantity",),
+        lists={"lines": 100},
+    )
+    for path in ("/v1/orders/%F0%9F%92%A5", "/v1/orders/a%00b", "/v1/orders/abc%0A"):
+        response = await client.get(path)
+        assert response.status_code == 422, (path, response.text)
+    page = await client.get("/v1/orders", params={"limit": 100_000})
+    assert page.status_code == 422
+    assert await log_size(service.kafka) == before
+
+
+def service_limit() -> int:
+    return OrdersSettings().auth.max_body_bytes
+
+
+async def test_schemathesis_finds_no_server_error_or_schema_violation(service: Service) -> None:
+    client = service.client
+    schema = (await client.get("/openapi.json")).json()
+    failures = await asyncio.to_thread(
+        schemathesis_failures,
+        schema,
+        str(client.base_url),
+        admin_headers(),
+        max_examples=3,
+    )
+    assert not failures, "\n\n".join(failures)
+    assert (await client.get("/readyz")).status_code == 200
