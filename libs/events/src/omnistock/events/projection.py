@@ -93,6 +93,7 @@ class PartitionedProjection(Generic[P]):
         self.parts: dict[TopicPartition, OwnedPartition[P]] = {}
         #: Set once every assigned partition has caught up with the log end seen at assignment.
         self.ready = asyncio.Event()
+        self._progress = asyncio.Condition()
         self.runner = ConsumerRunner(
             kafka,
             group_id=group_id,
@@ -138,18 +139,36 @@ class PartitionedProjection(Generic[P]):
     async def assigned(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
         async with self.engine.connect() as connection:
             stored = (await load_positions(connection, self.group_id)).offsets
-        ends = await log_end_offsets(self.kafka, sorted(partitions))
-        for tp in sorted(partitions):
+        ordered = sorted(partitions)
+        ends = await log_end_offsets(self.kafka, ordered)
+        committed = await asyncio.gather(*(self.runner.committed(tp) for tp in ordered))
+        for tp, emit_from in zip(ordered, committed, strict=True):
             self.parts[tp] = OwnedPartition(
                 tp=tp,
                 fold=Fold(self.new_projection()),
                 rows_from=stored.get(tp, 0),
-                emit_from=await self.runner.committed(tp),
+                emit_from=emit_from,
                 end_at_assignment=ends.get(tp, 0),
             )
-        for tp in sorted(partitions):
+        for tp in ordered:
             await self._note_progress(self.parts[tp])
         return {tp: 0 for tp in partitions}
+
+    async def reached(self, tp: TopicPartition, offset: int) -> bool:
+        """Wait until ``tp`` is folded up to ``offset`` (callers bound the wait); False when
+        this member no longer owns it."""
+
+        def done() -> bool:
+            part = self.parts.get(tp)
+            return part is None or part.next_offset >= offset
+
+        async with self._progress:
+            await self._progress.wait_for(done)
+        return tp in self.parts
+
+    async def _moved(self) -> None:
+        async with self._progress:
+            self._progress.notify_all()
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
@@ -157,6 +176,7 @@ class PartitionedProjection(Generic[P]):
             if part is not None:
                 for task in part.sends:
                     task.cancel()
+        await self._moved()
 
     async def batch_failed(self, tp: TopicPartition) -> int:
         # The fold took in part of a batch that comes again: fold the partition afresh.
@@ -185,3 +205,4 @@ class PartitionedProjection(Generic[P]):
         part.pending = []
         part.emit_from = max(part.emit_from, next_offset)
         await self._note_progress(part)
+        await self._moved()

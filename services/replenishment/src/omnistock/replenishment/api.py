@@ -207,10 +207,11 @@ async def put_rule(
         **PROBLEMS,
         422: {"model": ProblemDetails, "description": "No row was valid (each one named)"},
     },
-    summary="Set many reorder rules at once (JSON array or CSV with a header row)",
+    summary="Set many reorder rules at once (JSON or CSV with a header row)",
     description="Each valid row is recorded; each invalid one is reported with the fields at "
-    "fault. CSV columns: location_id, sku, reorder_point, order_up_to, lead_time_hours, "
-    "source_location_id, and optionally safety_stock, pack_size.",
+    'fault. JSON: an array of rules, or {"rules": [...]}. CSV columns: location_id, sku, '
+    "reorder_point, order_up_to, lead_time_hours, source_location_id, and optionally "
+    "safety_stock, pack_size.",
 )
 async def put_rules(deps: Deps, request: Request) -> BulkResult:
     rows = _parse_upload(request.headers.get("content-type", ""), await request.body())
@@ -282,12 +283,14 @@ def _parse_upload(content_type: str, body: bytes) -> list[dict[str, Any]]:
                 "The request body is not valid JSON.",
                 errors=[FieldError(field="body", message=str(exc))],
             ) from exc
+        if isinstance(data, dict) and set(data) == {"rules"}:
+            data = data["rules"]
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise Problem(
                 422,
                 "validation-error",
                 "Invalid request",
-                "The body must be a JSON array of rules.",
+                'The body must be a JSON array of rules (or {"rules": [...]}).',
                 errors=[FieldError(field="body", message="expected an array of objects")],
             )
         return data

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from omnistock.events import codec
 from omnistock.events.catalogue import ReorderRuleSet, ReplenishmentReceived, StockObserved
 from omnistock.events.envelope import Envelope, Event, derived_id
+from omnistock.events.positions import log_end_offsets
 from omnistock.events.producer import EventProducer
 from omnistock.events.projection import OwnedPartition, PartitionedProjection
 from omnistock.events.settings import KafkaSettings
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 WATCHER_GROUP = "replenishment-stock"
 PLANNER_GROUP = "replenishment-planner"
 _RULE_TYPE = ReorderRuleSet.event_type.encode()
+#: Longest a newly ruled pair waits for the watcher to catch up before being observed.
+NEW_PAIR_WAIT_S = 30.0
 
 
 class RulesView:
@@ -92,7 +95,8 @@ class StockWatcher(PartitionedProjection[StockWatch]):
         self.window = velocity_window_days
         self.topic = INVENTORY_STOCK.physical(kafka.topic_prefix)
         self._partitioner = DefaultPartitioner()
-        self._nudges: set[asyncio.Task[Any]] = set()
+        self._pending_pairs: dict[TopicPartition, set[tuple[str, str]]] = {}
+        self._flushers: dict[TopicPartition, asyncio.Task[None]] = {}
         rules.on_new_pair = self._new_pair
 
     def new_projection(self) -> StockWatch:
@@ -171,21 +175,56 @@ class StockWatcher(PartitionedProjection[StockWatch]):
             log.info("observed %d ruled pairs of %s after catching up", len(sends), part.tp)
 
     def _new_pair(self, sku: str, location_id: str) -> None:
-        """A rule for a pair seen for the first time: observe it now, its stock may not change
+        """A rule for a pair seen for the first time: observe it soon, its stock may not change
         for a long while. (Before a partition has caught up, caught_up_with covers it.)"""
-        part = self.parts.get(self.partition_of(sku))
+        tp = self.partition_of(sku)
+        part = self.parts.get(tp)
         if part is None or not part.announced:
             return
-        observation = part.fold.projection.observe(sku, location_id, no_change_id="")
-        task = asyncio.create_task(self._observe(part.tp, observation))
-        self._nudges.add(task)
-        task.add_done_callback(self._nudged)
+        self._pending_pairs.setdefault(tp, set()).add((sku, location_id))
+        self._flush(tp)
 
-    def _nudged(self, task: asyncio.Task[Any]) -> None:
-        self._nudges.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            # The next change of the pair's stock, or the next restart, observes it again.
-            log.error("could not observe a newly ruled pair", exc_info=task.exception())
+    def _flush(self, tp: TopicPartition) -> None:
+        if tp in self._flushers or not self._pending_pairs.get(tp):
+            return
+        task = asyncio.create_task(self._observe_new_pairs(tp), name=f"observe-new:{tp}")
+        self._flushers[tp] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._flushers.pop(tp, None)
+            if not task.cancelled():
+                self._flush(tp)  # pairs ruled while the last ones were being written
+
+        task.add_done_callback(done)
+
+    async def stop(self) -> None:
+        for task in list(self._flushers.values()):
+            task.cancel()
+        await asyncio.gather(*self._flushers.values(), return_exceptions=True)
+        await self.runner.stop()
+
+    async def _observe_new_pairs(self, tp: TopicPartition) -> None:
+        """Observe the newly ruled pairs of ``tp`` once the fold has read everything the
+        stock log held when they were ruled: earlier figures (a watcher lagging behind a
+        receipt) would be a true but stale observation that could open a request."""
+        while pending := self._pending_pairs.pop(tp, set()):
+            try:
+                end = (await log_end_offsets(self.kafka, [tp]))[tp]
+                async with asyncio.timeout(NEW_PAIR_WAIT_S):
+                    owned = await self.reached(tp, end)
+                part = self.parts.get(tp)
+                if not owned or part is None:
+                    return  # the partition moved: its new owner observes on catching up
+                watch = part.fold.projection
+                await asyncio.gather(
+                    *(
+                        self._observe(tp, watch.observe(sku, loc, no_change_id=""))
+                        for sku, loc in sorted(pending)
+                    )
+                )
+            except Exception:
+                # The pair's next stock change, or the next start, observes it.
+                log.exception("could not observe %d newly ruled pairs of %s", len(pending), tp)
 
 
 class Planner(PartitionedProjection[ReplenishmentBook]):

@@ -80,7 +80,7 @@ def create_replenishment_app(settings: ReplenishmentSettings | None = None) -> F
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await planner.runner.stop()
-            await watcher.runner.stop()
+            await watcher.stop()
             await rules.reader.stop()
             await locations.reader.stop()
             await producer.stop()
