@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -151,9 +152,7 @@ def _rule_errors(exc: ValidationError) -> list[FieldError]:
     return errors
 
 
-def check_rule(
-    raw: dict[str, Any], known: set[str] | dict[str, Any]
-) -> ReorderRuleSet | list[FieldError]:
+def check_rule(raw: dict[str, Any], known: Container[str]) -> ReorderRuleSet | list[FieldError]:
     """The rule ``raw`` describes, or every field at fault (``known``: registered locations)."""
     try:
         rule = ReorderRuleSet.model_validate(raw)
@@ -222,10 +221,8 @@ async def put_rules(deps: Deps, request: Request) -> BulkResult:
             "Too many rules",
             f"{len(rows)} rules; at most {deps.settings.max_bulk_rules} per upload.",
         )
-    with_location_ids = {str(r.get("location_id")) for r in rows} | {
-        str(r.get("source_location_id")) for r in rows
-    }
-    if not with_location_ids <= set(deps.locations.locations):
+    named = {str(r.get(k)) for r in rows for k in ("location_id", "source_location_id")}
+    if not named <= deps.locations.locations.keys():
         await deps.locations.caught_up()  # a location registered a moment ago
     good: list[ReorderRuleSet] = []
     rejected: list[RejectedRow] = []
