@@ -82,6 +82,9 @@ async def test_rules_are_validated_one_by_one_and_in_bulk(
 
         bad_only = [{**GOOD, "location_id": "s1", "sku": "SKU-4", "lead_time_hours": -1}]
         assert problem_fields(await api.put("/v1/rules", json=bad_only)) == ["[1].lead_time_hours"]
+        # The dev stack's demo sends its rules wrapped (see omnistock.devstack.demo).
+        wrapped = await api.put("/v1/rules", json={"rules": bad_only})
+        assert problem_fields(wrapped) == ["[1].lead_time_hours"]
         assert (
             await api.put("/v1/rules", content=b"x", headers={"content-type": "text/plain"})
         ).status_code == 415

@@ -48,8 +48,8 @@ log = logging.getLogger(__name__)
 WATCHER_GROUP = "replenishment-stock"
 PLANNER_GROUP = "replenishment-planner"
 _RULE_TYPE = ReorderRuleSet.event_type.encode()
-#: Longest a newly ruled pair waits for the watcher to catch up before being observed.
-NEW_PAIR_WAIT_S = 30.0
+#: Pause before observing newly ruled pairs again after the log refused a write.
+NEW_PAIR_RETRY_S = 1.0
 
 
 class RulesView:
@@ -210,10 +210,8 @@ class StockWatcher(PartitionedProjection[StockWatch]):
         while pending := self._pending_pairs.pop(tp, set()):
             try:
                 end = (await log_end_offsets(self.kafka, [tp]))[tp]
-                async with asyncio.timeout(NEW_PAIR_WAIT_S):
-                    owned = await self.reached(tp, end)
-                part = self.parts.get(tp)
-                if not owned or part is None:
+                part = self.parts.get(tp) if await self.reached(tp, end) else None
+                if part is None:
                     return  # the partition moved: its new owner observes on catching up
                 watch = part.fold.projection
                 await asyncio.gather(
@@ -223,8 +221,9 @@ class StockWatcher(PartitionedProjection[StockWatch]):
                     )
                 )
             except Exception:
-                # The pair's next stock change, or the next start, observes it.
                 log.exception("could not observe %d newly ruled pairs of %s", len(pending), tp)
+                self._pending_pairs.setdefault(tp, set()).update(pending)
+                await asyncio.sleep(NEW_PAIR_RETRY_S)  # the log is struggling: back off
 
 
 class Planner(PartitionedProjection[ReplenishmentBook]):
