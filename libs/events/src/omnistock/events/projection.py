@@ -19,7 +19,7 @@ each folded record (:meth:`folded`) and how to write it (:meth:`write`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -193,16 +193,26 @@ class PartitionedProjection(Generic[P]):
         part.fold.stats.applied += 1
         self.folded(part, envelope, result)
 
-    async def batch_done(self, tp: TopicPartition, next_offset: int) -> None:
-        part = self.parts[tp]
-        sends, part.sends = part.sends, []
+    async def batch_done(self, next_offsets: Mapping[TopicPartition, int]) -> None:
+        """One poll's unit of work: the follow-ups of every partition in the log, then the
+        rows of those ahead of the read model with their positions in one transaction."""
+        parts = [(self.parts[tp], next_offset) for tp, next_offset in next_offsets.items()]
+        sends = [task for part, _ in parts for task in part.sends]
+        for part, _ in parts:
+            part.sends = []
         await asyncio.gather(*sends)
-        if next_offset > part.rows_from:
+        # Partitions still folding what the read model already holds write nothing.
+        ahead = [(part, n) for part, n in parts if n > part.rows_from]
+        if ahead:
             async with self.engine.begin() as connection:
-                await self.write(connection, part)
-                await save_positions(connection, self.group_id, {tp: next_offset}, self.log_id)
-            part.rows_from = next_offset
-        part.pending = []
-        part.emit_from = max(part.emit_from, next_offset)
-        await self._note_progress(part)
+                for part, _ in ahead:
+                    await self.write(connection, part)
+                await save_positions(
+                    connection, self.group_id, {p.tp: n for p, n in ahead}, self.log_id
+                )
+        for part, next_offset in parts:
+            part.rows_from = max(part.rows_from, next_offset)
+            part.pending = []
+            part.emit_from = max(part.emit_from, next_offset)
+            await self._note_progress(part)
         await self._moved()
