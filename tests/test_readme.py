@@ -10,6 +10,7 @@ from omnistock.events.settings import AuthSettings, KafkaSettings, ServiceSettin
 from omnistock.inventory.settings import InventorySettings
 from omnistock.orders.settings import OrdersSettings
 from omnistock.pos_gateway.settings import PosGatewaySettings
+from omnistock.replenishment.settings import ReplenishmentSettings
 from omnistock.topic_operator.settings import OperatorSettings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -21,6 +22,7 @@ SETTINGS: list[type[BaseSettings]] = [
     OrdersSettings,
     PosGatewaySettings,
     OperatorSettings,
+    ReplenishmentSettings,
 ]
 
 

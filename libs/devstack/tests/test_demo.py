@@ -64,6 +64,7 @@ async def test_steps_of_services_that_are_not_running_are_skipped() -> None:
     assert summaries == [
         "inventory stores and warehouse: skipped, inventory is not installed",
         "inventory stock: skipped, inventory is not installed",
+        "replenishment reorder rules: skipped, replenishment is not installed",
         "orders open orders: 3 orders",
     ]
     assert reported == [f"demo data: {line}" for line in summaries]

@@ -168,9 +168,50 @@ async def receive_stock(ctx: Context) -> str:
     return f"{SKU_COUNT} SKUs at every location ({len(bodies)} receipts)"
 
 
+#: SKUs of every store that get a demo reorder rule, supplied by the warehouse.
+RULED_SKUS = 100
+
+
+def reorder_rules() -> list[dict[str, Any]]:
+    """The ``PUT /v1/rules`` body: the first :data:`RULED_SKUS` SKUs of every store, reordered
+    from the warehouse at 5 units up to 30 in packs of 6. Store stock is 1 to 40 units, so
+    some stores start below the point and show requests at once."""
+    warehouse = next(loc for loc in LOCATIONS if loc.kind == "warehouse")
+    return [
+        {
+            "location_id": store.location_id,
+            "sku": sku,
+            "reorder_point": 5,
+            "order_up_to": 30,
+            "lead_time_hours": 48,
+            "source_location_id": warehouse.location_id,
+            "pack_size": 6,
+        }
+        for store in LOCATIONS
+        if store.kind == "store"
+        for sku in skus()[:RULED_SKUS]
+    ]
+
+
+async def load_reorder_rules(ctx: Context) -> str:
+    rules = reorder_rules()
+    report = await ctx.send("replenishment", "PUT", "/v1/rules", {"rules": rules})
+    if report["rejected"]:
+        raise DemoDataError(f"reorder rules refused: {report['rejected'][:3]}")
+    wanted = {f"{r['location_id']}/{r['sku']}" for r in rules}
+
+    async def missing() -> set[str]:
+        listed = await ctx.send("replenishment", "GET", "/v1/rules?limit=10000")
+        return wanted - {f"{r['location_id']}/{r['sku']}" for r in listed}
+
+    await ctx.until(missing, "rules listed by GET /v1/rules")
+    return f"{len(rules)} reorder rules ({RULED_SKUS} SKUs per store, from the warehouse)"
+
+
 STEPS: tuple[Step, ...] = (
     Step("inventory", "stores and warehouse", register_locations),
     Step("inventory", "stock", receive_stock),
+    Step("replenishment", "reorder rules", load_reorder_rules),
 )
 
 

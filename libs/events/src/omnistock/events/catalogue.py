@@ -445,35 +445,74 @@ class _ReplenishmentEvent(Event):
 
 
 class ReorderRuleSet(_ReplenishmentEvent):
+    """A merchandiser's reorder rule for one SKU at one location (the latest one counts)."""
+
     event_type: ClassVar[str] = "io.omnistock.replenishment.ReorderRuleSet"
     sku: Sku
-    reorder_point: Annotated[int, Field(ge=0)]
-    order_up_to: Annotated[int, Field(gt=0)]
+    reorder_point: Annotated[int, Field(ge=0, le=MAX_QUANTITY)]
+    order_up_to: Annotated[int, Field(gt=0, le=MAX_QUANTITY)]
     lead_time_hours: Annotated[int, Field(ge=0, le=24 * 365)]
     source_location_id: Identifier
-    safety_stock: Annotated[int, Field(ge=0)] = 0
-    pack_size: Annotated[int, Field(ge=1)] = 1
+    safety_stock: Annotated[int, Field(ge=0, le=MAX_QUANTITY)] = 0
+    pack_size: Annotated[int, Field(ge=1, le=MAX_QUANTITY)] = 1
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReorderRuleSet:
+        if self.order_up_to < self.reorder_point:
+            raise ValueError("order_up_to must be at least reorder_point")
+        if self.source_location_id == self.location_id:
+            raise ValueError("source_location_id must be another location")
+        return self
+
+
+class StockObserved(_ReplenishmentEvent):
+    """The figures of one SKU at one location after ``stock_offset`` of its
+    ``inventory.stock`` partition, as the stock fold computes them. Written by the
+    replenishment service's stock watcher for SKUs with a reorder rule; the planner's
+    fold ignores an observation older than one it already has (redeliveries, restarts)."""
+
+    event_type: ClassVar[str] = "io.omnistock.replenishment.StockObserved"
+    sku: Sku
+    #: on_hand - held - committed - unsellable - safety_stock, as inventory advertises it.
+    available: Annotated[int, Field(ge=0)]
+    #: Units dispatched to this location and not yet received.
+    inbound: Annotated[int, Field(ge=0)]
+    #: Units sold per day lately (POS sales and shipments, see docs/replenishment.md).
+    velocity_per_day: Annotated[float, Field(ge=0)]
+    stock_partition: Annotated[int, Field(ge=0)]
+    #: Offset of the last stock event that changed these figures; -1 when none ever did.
+    stock_offset: Annotated[int, Field(ge=-1)]
 
 
 class LowStockDetected(_ReplenishmentEvent):
+    """available + inbound fell to or below the reorder point with no request open."""
+
     event_type: ClassVar[str] = "io.omnistock.replenishment.LowStockDetected"
     sku: Sku
-    available: int
+    available: Annotated[int, Field(ge=0)]
     inbound: Annotated[int, Field(ge=0)]
     reorder_point: Annotated[int, Field(ge=0)]
+    replenishment_id: Identifier
 
 
 class ReplenishmentRequested(_ReplenishmentEvent):
+    """The planner's fold opened a request (decided by the observation that caused it)."""
+
     event_type: ClassVar[str] = "io.omnistock.replenishment.ReplenishmentRequested"
     replenishment_id: Identifier
     sku: Sku
     source_location_id: Identifier
     quantity: Quantity
+    available: Annotated[int, Field(ge=0)]
+    inbound: Annotated[int, Field(ge=0)]
     velocity_per_day: Annotated[float, Field(ge=0)]
     days_of_cover: Annotated[float, Field(ge=0)] | None
 
 
 class ReplenishmentDispatched(_ReplenishmentEvent):
+    """The source warehouse shipped the request: inventory moves the units out of its
+    on_hand and into ``location_id``'s incoming."""
+
     event_type: ClassVar[str] = "io.omnistock.replenishment.ReplenishmentDispatched"
     replenishment_id: Identifier
     sku: Sku
@@ -482,11 +521,15 @@ class ReplenishmentDispatched(_ReplenishmentEvent):
 
 
 class ReplenishmentReceived(_ReplenishmentEvent):
+    """An inventory receipt naming the replenishment arrived at ``location_id`` (copied
+    from ``inventory.stock`` by the stock watcher). Whether it closes the request is the
+    planner's fold's to say (receipts may come in parts)."""
+
     event_type: ClassVar[str] = "io.omnistock.replenishment.ReplenishmentReceived"
     replenishment_id: Identifier
+    sku: Sku
     receipt_id: Identifier
     quantity: Quantity
-    closed: bool
 
 
 # --- markers --------------------------------------------------------------------------
@@ -543,6 +586,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     OrderFulfilled,
     PosTransactionRecorded,
     ReorderRuleSet,
+    StockObserved,
     LowStockDetected,
     ReplenishmentRequested,
     ReplenishmentDispatched,

@@ -184,12 +184,22 @@ EXAMPLES: dict[type[Event], Event] = {
             safety_stock=4,
             pack_size=6,
         ),
+        c.StockObserved(
+            location_id="store-berlin-mitte",
+            sku="SKU-000042",
+            available=9,
+            inbound=0,
+            velocity_per_day=6.5,
+            stock_partition=4,
+            stock_offset=1812,
+        ),
         c.LowStockDetected(
             location_id="store-berlin-mitte",
             sku="SKU-000042",
             available=9,
             inbound=0,
             reorder_point=10,
+            replenishment_id="repl-77",
         ),
         c.ReplenishmentRequested(
             replenishment_id="repl-77",
@@ -197,6 +207,8 @@ EXAMPLES: dict[type[Event], Event] = {
             sku="SKU-000042",
             source_location_id="wh-hamburg",
             quantity=36,
+            available=9,
+            inbound=0,
             velocity_per_day=6.5,
             days_of_cover=1.4,
         ),
@@ -210,9 +222,9 @@ EXAMPLES: dict[type[Event], Event] = {
         c.ReplenishmentReceived(
             replenishment_id="repl-77",
             location_id="store-berlin-mitte",
+            sku="SKU-000042",
             receipt_id="rcpt-000124",
             quantity=36,
-            closed=True,
         ),
         c.OwnershipClaimed(partition=3, epoch=7, owner="inventory-0", claimed_at=_AT),
     )

@@ -1,8 +1,9 @@
 """Where the order domain meets Kafka and PostgreSQL.
 
 * :class:`OrderProjector`: the consumer-group member owning some ``orders.events``
-  partitions. It folds them from offset 0 (an order's state is its partition's
-  fold) and writes the read model with its position in one transaction.
+  partitions (a :class:`PartitionedProjection`). It folds them from offset 0 (an
+  order's state is its partition's fold) and writes the read model with its
+  position in one transaction.
 * :func:`answer_relay`: turns inventory's answers on ``inventory.reservations``
   (keyed by reservation id) into ``OrderConfirmed``/``OrderRejected`` on
   ``orders.events`` (keyed by order id). Stateless: the order fold decides which
@@ -15,20 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from omnistock.events.consumer import ConsumerRunner
 from omnistock.events.envelope import Envelope, Event
-from omnistock.events.fold import Fold
 from omnistock.events.offsets import end_offsets
-from omnistock.events.positions import load_positions, log_end_offsets, save_positions
 from omnistock.events.producer import EventProducer
+from omnistock.events.projection import OwnedPartition, PartitionedProjection
 from omnistock.events.relay import Relay
 from omnistock.events.settings import KafkaSettings
 from omnistock.events.topics import INVENTORY_RESERVATIONS, ORDERS
@@ -41,93 +38,28 @@ ORDERS_GROUP = "orders-orders"
 ANSWERS_GROUP = "orders-answers"
 
 
-@dataclass
-class _OrderPartition:
-    fold: Fold[OrderBook]
-    #: Offsets below this are already in the read model.
-    rows_from: int
-    end_at_assignment: int
-    next_offset: int = 0
-    touched: set[str] = field(default_factory=set)
-
-    @property
-    def caught_up(self) -> bool:
-        return self.next_offset >= self.end_at_assignment
-
-
-class OrderProjector:
+class OrderProjector(PartitionedProjection[OrderBook]):
     def __init__(
         self, kafka: KafkaSettings, producer: EventProducer, engine: AsyncEngine, *, log_id: str
     ) -> None:
-        self.kafka = kafka
-        self.engine = engine
-        self.log_id = log_id
-        self.parts: dict[TopicPartition, _OrderPartition] = {}
-        #: Set once every assigned partition has caught up with the log end seen at assignment.
-        self.ready = asyncio.Event()
-        self.runner = ConsumerRunner(
-            kafka,
-            group_id=ORDERS_GROUP,
-            topics=[ORDERS],
-            handler=self.handle,
-            producer=producer,
-            batch_done=self.batch_done,
-            batch_failed=self.batch_failed,
-            on_assigned=self.assigned,
-            on_revoked=self.revoked,
-            client_id=producer.source,
+        super().__init__(
+            kafka, producer, engine, group_id=ORDERS_GROUP, topics=[ORDERS], log_id=log_id
         )
 
-    def _note_progress(self) -> None:
-        if self.parts and all(p.caught_up for p in self.parts.values()):
-            self.ready.set()
+    def new_projection(self) -> OrderBook:
+        return OrderBook()
 
-    async def assigned(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
-        async with self.engine.connect() as connection:
-            stored = (await load_positions(connection, ORDERS_GROUP)).offsets
-        ends = await log_end_offsets(self.kafka, sorted(partitions))
-        for tp in partitions:
-            self.parts[tp] = _OrderPartition(
-                fold=Fold(OrderBook()), rows_from=stored.get(tp, 0), end_at_assignment=ends[tp]
-            )
-        self._note_progress()
-        # Orders are folded from the beginning: their state is the log. (Snapshots, as the
-        # inventory's stock partitions have, would bound restart time on a long log.)
-        return {tp: 0 for tp in partitions}
+    def folded(
+        self, part: OwnedPartition[OrderBook], envelope: Envelope[Event], result: Any
+    ) -> None:
+        if result is not None and part.new_row(envelope):
+            part.pending.append(result.order_id)
 
-    async def revoked(self, partitions: set[TopicPartition]) -> None:
-        for tp in partitions:
-            self.parts.pop(tp, None)
-
-    async def batch_failed(self, tp: TopicPartition) -> int:
-        # The fold took in part of a batch that will be redelivered: fold again from 0.
-        self.parts.pop(tp, None)
-        return (await self.assigned({tp}))[tp]
-
-    async def handle(self, envelope: Envelope[Event]) -> None:
-        assert envelope.position is not None
-        part = self.parts[TopicPartition(envelope.position.topic, envelope.position.partition)]
-        part.next_offset = envelope.position.offset + 1
-        if not part.fold.admit(envelope):
-            return
-        order = part.fold.projection.apply(envelope)
-        if order is not None and envelope.position.offset >= part.rows_from:
-            part.touched.add(order.order_id)
-
-    async def batch_done(self, next_offsets: Mapping[TopicPartition, int]) -> None:
-        rows: list[dict[str, Any]] = []
-        for tp in next_offsets:
-            part = self.parts[tp]
-            book = part.fold.projection
-            rows.extend(book.orders[order_id].row() for order_id in sorted(part.touched))
-            part.touched = set()
-        async with self.engine.begin() as connection:
-            await rm.upsert_orders(connection, rows)
-            await save_positions(connection, ORDERS_GROUP, next_offsets, self.log_id)
-        for tp, next_offset in next_offsets.items():
-            part = self.parts[tp]
-            part.rows_from = max(part.rows_from, next_offset)
-        self._note_progress()
+    async def write(self, connection: AsyncConnection, part: OwnedPartition[OrderBook]) -> None:
+        book = part.fold.projection
+        await rm.upsert_orders(
+            connection, [book.orders[order_id].row() for order_id in sorted(set(part.pending))]
+        )
 
 
 def answer_relay(kafka: KafkaSettings, producer: EventProducer) -> Relay:

@@ -3,9 +3,9 @@
 * :class:`LedgerView`: every replica folds the whole of ``pos.transactions`` (no
   consumer group) into its :class:`PosLedger`: the de-duplication state, voidable
   transactions and terminal sequences, rebuilt from offset 0 at every start.
-* :class:`SalesProjector`: a consumer-group member that folds the partitions it
-  owns and adds each counted transaction to the per-minute sales read model,
-  together with its position.
+* :class:`SalesProjector`: a consumer-group member (a :class:`PartitionedProjection`)
+  that folds the partitions it owns and adds each counted transaction to the
+  per-minute sales read model, together with its position.
 """
 
 from __future__ import annotations
@@ -13,24 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from typing import Any
 
-from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from omnistock.events.consumer import ConsumerRunner
 from omnistock.events.envelope import Envelope, Event, Position
 from omnistock.events.fold import Fold
-from omnistock.events.positions import load_positions, save_positions
 from omnistock.events.producer import EventProducer
+from omnistock.events.projection import OwnedPartition, PartitionedProjection
 from omnistock.events.settings import KafkaSettings
 from omnistock.events.tail import TailReader
 from omnistock.events.topics import POS_TRANSACTIONS
 from omnistock.pos_gateway import metrics
 from omnistock.pos_gateway import projections as rm
-from omnistock.pos_gateway.domain.ledger import PosLedger, SalesChange
+from omnistock.pos_gateway.domain.ledger import PosLedger
 
 log = logging.getLogger(__name__)
 
@@ -76,74 +74,25 @@ class LedgerView:
                 await self.reader.caught_up()
 
 
-@dataclass
-class _SalesPartition:
-    fold: Fold[PosLedger]
-    #: Offsets below this are already in the read model.
-    rows_from: int
-    changes: list[SalesChange] = field(default_factory=list)
-
-
-class SalesProjector:
+class SalesProjector(PartitionedProjection[PosLedger]):
     """Keeps ``pos_sales_minutes``: each owned partition is folded from offset 0 (the ledger
     says which records count), and rows are written only past the stored position."""
 
     def __init__(
         self, kafka: KafkaSettings, producer: EventProducer, engine: AsyncEngine, *, log_id: str
     ) -> None:
-        self.engine = engine
-        self.log_id = log_id
-        self.parts: dict[TopicPartition, _SalesPartition] = {}
-        self.runner = ConsumerRunner(
-            kafka,
-            group_id=SALES_GROUP,
-            topics=[POS_TRANSACTIONS],
-            handler=self.handle,
-            producer=producer,
-            batch_done=self.batch_done,
-            batch_failed=self.batch_failed,
-            on_assigned=self.assigned,
-            on_revoked=self.revoked,
-            client_id=producer.source,
+        super().__init__(
+            kafka, producer, engine, group_id=SALES_GROUP, topics=[POS_TRANSACTIONS], log_id=log_id
         )
 
-    async def assigned(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
-        async with self.engine.connect() as connection:
-            stored = await load_positions(connection, SALES_GROUP)
-        for tp in partitions:
-            self.parts[tp] = _SalesPartition(Fold(PosLedger()), stored.offsets.get(tp, 0))
-        return {tp: 0 for tp in partitions}
+    def new_projection(self) -> PosLedger:
+        return PosLedger()
 
-    async def revoked(self, partitions: set[TopicPartition]) -> None:
-        for tp in partitions:
-            self.parts.pop(tp, None)
+    def folded(
+        self, part: OwnedPartition[PosLedger], envelope: Envelope[Event], result: Any
+    ) -> None:
+        if result and part.new_row(envelope):
+            part.pending.extend(result)
 
-    async def batch_failed(self, tp: TopicPartition) -> int:
-        # The fold took in part of a batch that comes again: fold the partition afresh.
-        self.parts.pop(tp, None)
-        return (await self.assigned({tp}))[tp]
-
-    async def handle(self, envelope: Envelope[Event]) -> None:
-        assert envelope.position is not None
-        part = self.parts[TopicPartition(envelope.position.topic, envelope.position.partition)]
-        if not part.fold.admit(envelope):
-            return
-        changes = part.fold.projection.apply(envelope)
-        if changes and envelope.position.offset >= part.rows_from:
-            part.changes.extend(changes)
-
-    async def batch_done(self, next_offsets: Mapping[TopicPartition, int]) -> None:
-        changes = []
-        # Partitions still folding what the read model already holds write nothing.
-        ahead = {tp: n for tp, n in next_offsets.items() if n > self.parts[tp].rows_from}
-        for tp in next_offsets:
-            part = self.parts[tp]
-            changes.extend(part.changes)
-            part.changes = []
-        if not ahead:
-            return
-        async with self.engine.begin() as connection:
-            await rm.add_sales(connection, changes)
-            await save_positions(connection, SALES_GROUP, ahead, self.log_id)
-        for tp, next_offset in ahead.items():
-            self.parts[tp].rows_from = next_offset
+    async def write(self, connection: AsyncConnection, part: OwnedPartition[PosLedger]) -> None:
+        await rm.add_sales(connection, part.pending)

@@ -1,0 +1,1 @@
+"""The replenishment service: reorder rules, low-stock detection, replenishment requests."""

@@ -1,0 +1,1 @@
+"""Replenishment rules and decisions: pure folds, no I/O."""
