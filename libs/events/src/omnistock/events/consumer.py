@@ -114,6 +114,9 @@ class ConsumerRunner:
         self._next_offsets: dict[TopicPartition, int] = {}
         # Where on_assigned asked each partition to start, until a batch from there arrives.
         self._sought: dict[TopicPartition, int] = {}
+        #: Log time (s) of the oldest record fetched and not yet handled, per partition.
+        self._unhandled_since: dict[TopicPartition, float] = {}
+        metrics.OLDEST_UNPROCESSED_AGE.labels(group_id).set_function(self._oldest_unprocessed_age)
 
     @property
     def physical_topics(self) -> list[str]:
@@ -242,9 +245,7 @@ class ConsumerRunner:
         tp: TopicPartition,
         records: list[ConsumerRecord[bytes, bytes]],
     ) -> None:
-        metrics.OLDEST_UNPROCESSED_AGE.labels(self.group_id).set(
-            max(0.0, time.time() - records[0].timestamp / 1000)
-        )
+        self._unhandled_since.setdefault(tp, records[0].timestamp / 1000)
         started = time.perf_counter()
         for record in records:
             await self._handle_one(record)
@@ -260,6 +261,12 @@ class ConsumerRunner:
         observe(self.group_id, "batch_done").observe(done - handled)
         observe(self.group_id, "commit").observe(committed - done)
         self._next_offsets[tp] = next_offset
+        highwater = consumer.highwater(tp)
+        if highwater is not None and highwater > next_offset:
+            # More is waiting; the next record is no older than the last one handled.
+            self._unhandled_since[tp] = records[-1].timestamp / 1000
+        else:
+            self._unhandled_since.pop(tp, None)
 
     async def _handle_one(self, record: ConsumerRecord[bytes, bytes]) -> None:
         position = Position(record.topic, record.partition, record.offset)
@@ -268,16 +275,7 @@ class ConsumerRunner:
         except PoisonMessage as exc:
             await self._dead_letter(record, exc)
             return
-        with tracing.process_span(
-            record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            consumer_group=self.group_id,
-            traceparent=envelope.traceparent,
-            tracestate=envelope.tracestate,
-            event_type=envelope.type,
-            event_id=envelope.id,
-        ):
+        with tracing.process_span(record, envelope, self.group_id):
             try:
                 await self.handler(envelope)
             except PoisonMessage as exc:
@@ -304,14 +302,15 @@ class ConsumerRunner:
         metrics.DLQ_MESSAGES.labels(record.topic, reason, self.group_id).inc()
 
     def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
-        caught_up = True
         for tp in self.assignment:
             highwater = consumer.highwater(tp)
             handled = self._next_offsets.get(tp)
             if highwater is None or handled is None:
                 continue
             lag = max(0, highwater - handled)
-            caught_up = caught_up and lag == 0
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition), self.group_id).set(lag)
-        if caught_up:
-            metrics.OLDEST_UNPROCESSED_AGE.labels(self.group_id).set(0)
+
+    def _oldest_unprocessed_age(self) -> float:
+        """Read at scrape time, so the age keeps growing while a batch is stuck retrying."""
+        unhandled = [since for tp, since in self._unhandled_since.items() if tp in self.assignment]
+        return max(0.0, time.time() - min(unhandled)) if unhandled else 0.0

@@ -1,8 +1,9 @@
-"""What every omnistock HTTP API shares: RFC 9457 problem details, health, metrics."""
+"""What every omnistock HTTP API shares: RFC 9457 problem details, health, metrics, traces."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -14,7 +15,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from omnistock.events import metrics, tracing
 from omnistock.events.producer import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -163,13 +166,50 @@ class Health:
 
     def block(self, reason: str, detail: str) -> None:
         self.not_ready[reason] = detail
+        metrics.SERVICE_READY.set(0)
 
     def unblock(self, reason: str) -> None:
         self.not_ready.pop(reason, None)
+        metrics.SERVICE_READY.set(1 if self.ready else 0)
 
     @property
     def ready(self) -> bool:
         return not self.not_ready
+
+
+class Instrumented:
+    """Pure ASGI middleware: request count and latency by route template, and an HTTP
+    SERVER span when tracing is on. The template (``/v1/reservations/{reservation_id}``),
+    never the path, is the label; a path no route matched counts as ``unmatched``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method: str = scope["method"]
+        status = 500
+        started = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        with tracing.server_span(method, scope["path"], scope["headers"]) as span:
+            try:
+                await self.app(scope, receive, send_status)
+            finally:
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
+                metrics.HTTP_SECONDS.labels(method, route).observe(time.perf_counter() - started)
+                if span is not None:
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+                    span.set_attribute("http.response.status_code", status)
 
 
 class Lifespan(Protocol):
@@ -195,6 +235,7 @@ def create_app(
         },
     )
     install_problem_handlers(app)
+    app.add_middleware(Instrumented)
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:
