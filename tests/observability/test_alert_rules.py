@@ -1,7 +1,9 @@
-"""The alert rules: valid, documented, and each one shown firing and not firing by promtool."""
+"""The alert rules (valid, documented, each one shown firing and not firing by promtool) and
+the dashboard (every query on metrics that exist)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -16,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "helm/omnistock/files/prometheus/omnistock.rules.yaml"
 RULE_TESTS = Path(__file__).with_name("omnistock.rules.test.yaml")
 RUNBOOKS = ROOT / "docs/runbooks"
+DASHBOARD = ROOT / "helm/omnistock/files/grafana/omnistock-overview.json"
 RUNBOOK_BASE = "https://github.com/omnistock/omnistock/blob/main/docs/runbooks/"
 
 #: Metrics the rules use that other components export (the replenishment service, the
@@ -85,8 +88,8 @@ def test_every_alert_is_tested_firing_and_not_firing() -> None:
         )
 
 
-def test_rules_only_use_metrics_that_exist() -> None:
-    """A renamed metric must not silently blind an alert."""
+def exported_metrics() -> set[str]:
+    """Every sample name the services and the audit can export."""
     from prometheus_client import REGISTRY, CollectorRegistry
 
     # Imported for their side effect: registering every family in the default registry.
@@ -97,18 +100,36 @@ def test_rules_only_use_metrics_that_exist() -> None:
     exported: set[str] = set()
     audit = CollectorRegistry()
     inventory_metrics.audit_metrics(audit)
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
     for registry in (REGISTRY, audit):
         for family in registry.collect():
-            suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
             exported.add(family.name)
             exported.update(family.name + s for s in suffixes.get(family.type, ()))
-    used = set()
-    for rule in alerts():
-        expr = re.sub(r'"[^"]*"', "", rule["expr"])
-        used.update(re.findall(r"\b(omnistock_[a-z0-9_]+|up)\b", expr))
-    missing = sorted(
-        name
-        for name in used - EXTERNAL
-        if name not in exported and name.removesuffix("_bucket") not in exported
-    )
+    return exported
+
+
+def metric_names(expr: str) -> set[str]:
+    without_strings = re.sub(r'"[^"]*"', "", expr)
+    return set(re.findall(r"\b(omnistock_[a-z0-9_]+|up)\b", without_strings))
+
+
+def dashboard_queries() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [target["expr"] for panel in panels for target in panel.get("targets", [])]
+
+
+def test_rules_only_use_metrics_that_exist() -> None:
+    """A renamed metric must not silently blind an alert."""
+    used = set().union(*(metric_names(rule["expr"]) for rule in alerts()))
+    missing = sorted(used - EXTERNAL - exported_metrics())
     assert not missing, f"rules use metrics nobody exports: {missing}"
+
+
+def test_the_dashboard_only_uses_metrics_that_exist() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] == "omnistock-overview"
+    for panel in dashboard["panels"]:
+        assert {"x", "y", "w", "h"} <= set(panel["gridPos"]), panel["title"]
+    used = set().union(*(metric_names(expr) for expr in dashboard_queries()))
+    missing = sorted(used - EXTERNAL - exported_metrics())
+    assert not missing, f"dashboard panels query metrics nobody exports: {missing}"

@@ -11,6 +11,7 @@ the shared and the service's own families, and no label carries an id or a SKU.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "helm/omnistock/files/prometheus/omnistock.rules.yaml"
+DASHBOARD = ROOT / "helm/omnistock/files/grafana/omnistock-overview.json"
 SERVICES = ("inventory", "orders", "pos-gateway")
 STORE = "store-berlin"
 SKUS = [f"SKU-E2E-{n:02d}" for n in range(12)]
@@ -202,6 +204,16 @@ def check_metrics(service: str, text: str) -> None:
                 )
 
 
+def dashboard_queries() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [target["expr"] for panel in panels for target in panel.get("targets", [])]
+
+
+def grafana_free(expr: str) -> str:
+    """The query as Grafana sends it, with its rate interval resolved."""
+    return expr.replace("$__rate_interval", "1m")
+
+
 def routes(text: str) -> set[str]:
     return {
         sample.labels["route"]
@@ -248,6 +260,13 @@ async def test_stock_out_and_a_stopped_service_fire_their_alerts(stack: Stack) -
             check_metrics(name, text)
             if name == "inventory":
                 assert {"/v1/stock/{sku}", "/v1/reservations", "unmatched"} <= routes(text)
+
+    # Every dashboard query is valid PromQL on a real server; the business panels have data.
+    answers = {expr: await prometheus.query(grafana_free(expr)) for expr in dashboard_queries()}
+    [sales] = [expr for expr in answers if "omnistock_pos_units_total" in expr]
+    assert {r["metric"]["store_id"] for r in answers[sales]} == {STORE}
+    [stock_outs] = [expr for expr in answers if "skus_zero_available" in expr]
+    assert answers[stock_outs][0]["metric"]["location_id"] == STORE
 
     assert await firing(prometheus, "OmnistockServiceDown") == []
     stack.services["orders"].kill()
