@@ -135,11 +135,22 @@ class ConsumerRunner:
             heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
         )
         consumer.subscribe(self.physical_topics, listener=_Rebalance(self))
+        self._zero_counters()
         # Set before start(): the first assignment can arrive while start() runs.
         self._consumer = consumer
         await consumer.start()
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self.group_id}")
+
+    def _zero_counters(self) -> None:
+        """Export the error counters at 0 from the start: ``increase()`` cannot see the first
+        count of a series that appears with it, and the first dead letter must alert."""
+        reasons = {"handler_rejected", PoisonMessage.reason}
+        reasons.update(kind.reason for kind in PoisonMessage.__subclasses__())
+        for topic in self.physical_topics:
+            metrics.HANDLER_ERRORS.labels(topic, self.group_id)
+            for reason in reasons:
+                metrics.DLQ_MESSAGES.labels(topic, reason, self.group_id)
 
     async def stop(self) -> None:
         """Finish the batch in hand, commit it, leave the group."""
