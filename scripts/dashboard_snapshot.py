@@ -254,22 +254,21 @@ def render(dashboard: dict[str, Any], data: dict[int, Any], out: Path, caption: 
     fig = plt.figure(figsize=(width, height), facecolor="#111217")
     fig.text(0.01, 1 - 0.35 / height, dashboard["title"], fontsize=18, weight="bold", va="top")
     fig.text(0.01, 0.25 / height, caption, fontsize=9, color="#aaaaaa", va="bottom")
-    top = 1.0 / height
+    top = height - 0.9  # inches: where the grid starts, below the title
 
     def box(grid: dict[str, int]) -> list[float]:
+        """The panel's axes in figure fractions: its grid cell less room for the title above
+        and the tick labels below."""
         x = grid["x"] / 24 + 0.03
         w = grid["w"] / 24 - 0.04
-        y = 1 - top - (grid["y"] + grid["h"]) * unit_h / height + 0.02
-        h = grid["h"] * unit_h / height - 0.045
-        return [x, y, w, h]
+        bottom = top - (grid["y"] + grid["h"]) * unit_h + 0.55
+        return [x, bottom / height, w, (grid["h"] * unit_h - 0.95) / height]
 
     for panel in dashboard["panels"]:
         grid = panel["gridPos"]
         if panel["type"] == "row":
-            x, y, _, _ = box(grid)
-            fig.text(
-                x - 0.025, y + 0.005, panel["title"], fontsize=13, weight="bold", color="#d8d9da"
-            )
+            y = (top - grid["y"] * unit_h - 0.3) / height
+            fig.text(0.005, y, panel["title"], fontsize=13, weight="bold", color="#d8d9da")
             continue
         ax = fig.add_axes(box(grid), facecolor="#181b1f")
         ax.set_title(panel["title"], loc="left", fontsize=11, color="#d8d9da")
@@ -280,41 +279,52 @@ def render(dashboard: dict[str, Any], data: dict[int, Any], out: Path, caption: 
             ax.set_xticks([])
             ax.set_yticks([])
         elif panel["type"] == "stat":
-            ax.set_axis_off()
-            for i, (legend, _, values) in enumerate(series):
-                last = values[-1]
-                colour = "#73bf69" if last >= 1 else "#f2495c"
-                ax.add_patch(
-                    mpl.patches.Rectangle(
-                        (i / len(series) + 0.01, 0.1), 1 / len(series) - 0.02, 0.8, color=colour
-                    )
-                )
-                ax.text((i + 0.5) / len(series), 0.6, legend, ha="center", fontsize=10)
-                ax.text(
-                    (i + 0.5) / len(series),
-                    0.3,
-                    "UP" if last >= 1 else "DOWN",
-                    ha="center",
-                    fontsize=16,
-                    weight="bold",
-                )
+            _draw_stat(ax, series)
         else:
-            scale, suffix = (1000.0, " ms") if unit == "s" and _max(series) < 1 else (1.0, "")
-            if unit == "percentunit":
-                scale, suffix = 100.0, " %"
-            for legend, times, values in series:
-                ax.plot([t / 60 for t in times], [v * scale for v in values], lw=1.6, label=legend)
-            ax.set_xlabel("minutes into the run", fontsize=8, color="#999999")
-            if suffix:
-                ax.set_ylabel(suffix.strip(), fontsize=8, color="#999999")
-            ax.grid(alpha=0.15)
-            ax.tick_params(labelsize=8, colors="#bbbbbb")
-            ax.legend(fontsize=7, loc="upper left", framealpha=0.3, ncol=2)
+            _draw_timeseries(ax, series, unit)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80, facecolor=fig.get_facecolor())
 
 
-def _max(series: list[tuple[str, list[float], list[float]]]) -> float:
+Series = list[tuple[str, list[float], list[float]]]
+
+
+def _draw_stat(ax: Any, series: Series) -> None:
+    """One box per series, green UP or red DOWN by its last value (the panel's thresholds)."""
+    from matplotlib.patches import Rectangle  # noqa: PLC0415
+
+    ax.set_axis_off()
+    width = 1 / len(series)
+    for i, (legend, _, values) in enumerate(series):
+        up = values[-1] >= 1
+        ax.add_patch(
+            Rectangle(
+                (i * width + 0.01, 0.1), width - 0.02, 0.8, color="#73bf69" if up else "#f2495c"
+            )
+        )
+        ax.text((i + 0.5) * width, 0.6, legend, ha="center", fontsize=10)
+        ax.text(
+            (i + 0.5) * width, 0.3, "UP" if up else "DOWN", ha="center", fontsize=16, weight="bold"
+        )
+
+
+def _draw_timeseries(ax: Any, series: Series, unit: str) -> None:
+    scale, suffix = 1.0, ""
+    if unit == "s":
+        scale, suffix = (1000.0, "ms") if _max(series) < 1 else (1.0, "s")
+    elif unit == "percentunit":
+        scale, suffix = 100.0, "%"
+    for legend, times, values in series:
+        ax.plot([t / 60 for t in times], [v * scale for v in values], lw=1.6, label=legend)
+    ax.set_xlabel("minutes into the run", fontsize=8, color="#999999")
+    if suffix:
+        ax.set_ylabel(suffix, fontsize=8, color="#999999")
+    ax.grid(alpha=0.15)
+    ax.tick_params(labelsize=8, colors="#bbbbbb")
+    ax.legend(fontsize=7, loc="upper left", framealpha=0.3, ncol=2)
+
+
+def _max(series: Series) -> float:
     return max((v for _, _, values in series for v in values if not math.isnan(v)), default=0.0)
 
 
