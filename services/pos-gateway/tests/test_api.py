@@ -165,7 +165,7 @@ async def test_terminal_gaps_are_reported_and_close_when_resent(
     terminal = (await gateway.get(f"/v1/pos/terminals/{STORE}/t1")).json()
     assert terminal["missing"] == 5
     assert terminal["gaps"] == [[3, 4], [6, 8]]
-    metrics = (await gateway.get("/metrics/")).text
+    metrics = (await gateway.get("/metrics")).text
     assert "omnistock_pos_missing_transactions 5.0" in metrics
     assert "omnistock_pos_terminals_with_gaps 1.0" in metrics
 

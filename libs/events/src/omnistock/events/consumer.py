@@ -117,6 +117,9 @@ class ConsumerRunner:
         self._next_offsets: dict[TopicPartition, int] = {}
         # Where on_assigned asked each partition to start, until a batch from there arrives.
         self._sought: dict[TopicPartition, int] = {}
+        #: Log time (s) of the oldest record fetched and not yet handled, per partition.
+        self._unhandled_since: dict[TopicPartition, float] = {}
+        metrics.OLDEST_UNPROCESSED_AGE.labels(group_id).set_function(self._oldest_unprocessed_age)
 
     @property
     def physical_topics(self) -> list[str]:
@@ -135,11 +138,22 @@ class ConsumerRunner:
             heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
         )
         consumer.subscribe(self.physical_topics, listener=_Rebalance(self))
+        self._zero_counters()
         # Set before start(): the first assignment can arrive while start() runs.
         self._consumer = consumer
         await consumer.start()
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self.group_id}")
+
+    def _zero_counters(self) -> None:
+        """Export the error counters at 0 from the start: ``increase()`` cannot see the first
+        count of a series that appears with it, and the first dead letter must alert."""
+        reasons = {"handler_rejected", PoisonMessage.reason}
+        reasons.update(kind.reason for kind in PoisonMessage.__subclasses__())
+        for topic in self.physical_topics:
+            metrics.HANDLER_ERRORS.labels(topic, self.group_id)
+            for reason in reasons:
+                metrics.DLQ_MESSAGES.labels(topic, reason, self.group_id)
 
     async def stop(self) -> None:
         """Finish the batch in hand, commit it, leave the group."""
@@ -235,10 +249,8 @@ class ConsumerRunner:
     ) -> bool:
         """Handle one poll's records of every partition as one unit of work: one
         ``batch_done`` and one offset commit for all of them. Returns whether any failed."""
-        oldest = min(records[0].timestamp for records in batches.values())
-        metrics.OLDEST_UNPROCESSED_AGE.labels(self.group_id).set(
-            max(0.0, time.time() - oldest / 1000)
-        )
+        for tp, records in batches.items():
+            self._unhandled_since.setdefault(tp, records[0].timestamp / 1000)
         started = time.perf_counter()
         handled: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
         failed = False
@@ -283,7 +295,21 @@ class ConsumerRunner:
         observe(self.group_id, "batch_done").observe(done_at - handled_at)
         observe(self.group_id, "commit").observe(committed_at - done_at)
         self._next_offsets.update(next_offsets)
+        self._note_handled(consumer, handled)
         return failed
+
+    def _note_handled(
+        self,
+        consumer: AIOKafkaConsumer,
+        handled: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    ) -> None:
+        for tp, records in handled.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None and highwater > records[-1].offset + 1:
+                # More is waiting; the next record is no older than the last one handled.
+                self._unhandled_since[tp] = records[-1].timestamp / 1000
+            else:
+                self._unhandled_since.pop(tp, None)
 
     async def _retry(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, error: Exception
@@ -305,16 +331,7 @@ class ConsumerRunner:
         except PoisonMessage as exc:
             await self._dead_letter(record, exc)
             return
-        with tracing.process_span(
-            record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            consumer_group=self.group_id,
-            traceparent=envelope.traceparent,
-            tracestate=envelope.tracestate,
-            event_type=envelope.type,
-            event_id=envelope.id,
-        ):
+        with tracing.process_span(record, envelope, self.group_id):
             try:
                 await self.handler(envelope)
             except PoisonMessage as exc:
@@ -341,14 +358,15 @@ class ConsumerRunner:
         metrics.DLQ_MESSAGES.labels(record.topic, reason, self.group_id).inc()
 
     def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
-        caught_up = True
         for tp in self.assignment:
             highwater = consumer.highwater(tp)
             handled = self._next_offsets.get(tp)
             if highwater is None or handled is None:
                 continue
             lag = max(0, highwater - handled)
-            caught_up = caught_up and lag == 0
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition), self.group_id).set(lag)
-        if caught_up:
-            metrics.OLDEST_UNPROCESSED_AGE.labels(self.group_id).set(0)
+
+    def _oldest_unprocessed_age(self) -> float:
+        """Read at scrape time, so the age keeps growing while a batch is stuck retrying."""
+        unhandled = [since for tp, since in self._unhandled_since.items() if tp in self.assignment]
+        return max(0.0, time.time() - min(unhandled)) if unhandled else 0.0

@@ -1,8 +1,9 @@
-"""What every omnistock HTTP API shares: RFC 9457 problem details, health, metrics."""
+"""What every omnistock HTTP API shares: RFC 9457 problem details, health, metrics, traces."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -10,11 +11,13 @@ from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from prometheus_client import make_asgi_app
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from omnistock.events import metrics, tracing
 from omnistock.events.producer import BrokerUnavailable
 from omnistock.events.settings import AuthSettings
 
@@ -164,13 +167,50 @@ class Health:
 
     def block(self, reason: str, detail: str) -> None:
         self.not_ready[reason] = detail
+        metrics.SERVICE_READY.set(0)
 
     def unblock(self, reason: str) -> None:
         self.not_ready.pop(reason, None)
+        metrics.SERVICE_READY.set(1 if self.ready else 0)
 
     @property
     def ready(self) -> bool:
         return not self.not_ready
+
+
+class Instrumented:
+    """Pure ASGI middleware: request count and latency by route template, and an HTTP
+    SERVER span when tracing is on. The template (``/v1/reservations/{reservation_id}``),
+    never the path, is the label; a path no route matched counts as ``unmatched``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method: str = scope["method"]
+        status = 500
+        started = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        with tracing.server_span(method, scope["path"], scope["headers"]) as span:
+            try:
+                await self.app(scope, receive, send_status)
+            finally:
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
+                metrics.HTTP_SECONDS.labels(method, route).observe(time.perf_counter() - started)
+                if span is not None:
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+                    span.set_attribute("http.response.status_code", status)
 
 
 class Lifespan(Protocol):
@@ -224,8 +264,13 @@ def create_app(
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "not_ready", "reasons": health.not_ready}, status_code=503)
 
-    app.mount("/metrics", make_asgi_app())
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     app.add_middleware(Gate, authenticator=authenticator)
+    # Outermost (added last), so refused requests (401, 413, 429) are counted too.
+    app.add_middleware(Instrumented)
     _document_problems_as_problem_json(app)
     return app
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
-from omnistock.events import codec
+from omnistock.events import codec, tracing
 from omnistock.events.envelope import Event
 from omnistock.events.settings import KafkaSettings
 from omnistock.events.tail import TailReader
@@ -52,12 +52,14 @@ class Outcomes:
         if not inboxes:
             return
         try:
-            event = codec.decode(record.value, record.headers or ()).event
+            envelope = codec.decode(record.value, record.headers or ())
         except codec.PoisonMessage:
             return
-        for inbox in inboxes:
-            inbox.events.append(event)
-            inbox.changed.set()
+        # The answer's way back to the waiting request, as the last hop of its trace.
+        with tracing.process_span(record, envelope, None):
+            for inbox in inboxes:
+                inbox.events.append(envelope.event)
+                inbox.changed.set()
 
     @contextlib.asynccontextmanager
     async def watch(self, key: str) -> AsyncIterator[Inbox]:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
@@ -124,15 +123,16 @@ class EventProducer:
         if target is None:
             raise ValueError(f"{envelope.type} has no home topic: name one")
         name = self.topic_name(target)
-        with tracing.send_span(name, envelope.type):
-            traceparent, tracestate = tracing.current_trace_context()
-            if traceparent:
+        with tracing.send_span(name, envelope) as span:
+            if span is not None:
                 # The consumer's process span is parented on this send span.
-                envelope = replace(envelope, traceparent=traceparent, tracestate=tracestate)
+                envelope = tracing.stamped(envelope)
             record = encode(envelope)
             position = await self.send_raw(
                 name, record.key, record.value, record.headers, partition=partition
             )
+            if span is not None:
+                tracing.sent(span, position)
         metrics.EVENTS_PRODUCED.labels(name, envelope.type).inc()
         return envelope.at(position)
 

@@ -109,7 +109,6 @@ async def replay(
     finally:
         await consumer.stop()
     report = ReplayReport(name, done, seconds, fold.state_hash(), dict(end))
-    metrics.REPLAY_EVENTS.labels(name).inc(done)
     metrics.REPLAY_RATE.labels(name).set(report.events_per_second)
     log.info("%s", report.summary())
     return report
@@ -123,6 +122,8 @@ class _Reporter:
         self.total = total
         self.started = time.perf_counter()
         self.last_log = self.started
+        self.counted = 0
+        metrics.REPLAY_PROGRESS.labels(name).set(0 if total else 1)
         self.progress: Progress | None = None
         if bar:
             self.progress = Progress(
@@ -147,6 +148,10 @@ class _Reporter:
     def update(self, done: int) -> None:
         now = time.perf_counter()
         rate = done / (now - self.started) if now > self.started else 0.0
+        metrics.REPLAY_EVENTS.labels(self.name).inc(done - self.counted)
+        self.counted = done
+        metrics.REPLAY_PROGRESS.labels(self.name).set(done / self.total if self.total else 1)
+        metrics.REPLAY_RATE.labels(self.name).set(rate)
         if self.progress is not None:
             self.progress.update(self.task, completed=done, rate=f"{rate:,.0f}")
         elif now - self.last_log >= LOG_EVERY_S:

@@ -9,7 +9,6 @@ single start-up path to reason about.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -17,6 +16,9 @@ from typing import Any
 
 import typer
 import uvicorn
+
+from omnistock.events import tracing
+from omnistock.events.logs import configure_logging
 
 ENTRY_POINT_GROUP = "omnistock.services"
 
@@ -48,15 +50,19 @@ def main(
     host: str = typer.Option(os.environ.get("HOST", "127.0.0.1"), help="Interface to bind."),
     port: int = typer.Option(0, help="Port; 0 means the service's default."),
     log_level: str = typer.Option(os.environ.get("LOG_LEVEL", "info")),
+    log_format: str = typer.Option(
+        os.environ.get("LOG_FORMAT", "json"), help="json (one object per line) or text."
+    ),
 ) -> None:
     """Run one omnistock service's HTTP API and its consumers in this process."""
     services = discover()
     if name not in services:
         raise typer.BadParameter(f"unknown service {name!r}; installed: {', '.join(services)}")
     spec = services[name]
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    if log_format not in ("json", "text"):
+        raise typer.BadParameter(f"log format {log_format!r} is neither json nor text")
+    configure_logging(log_level, service=name, fmt="json" if log_format == "json" else "text")
+    tracing.configure_from_env(f"omnistock-{name}")
     uvicorn.run(
         spec.create_app(),
         host=host,
@@ -68,6 +74,8 @@ def main(
         # milliseconds on the standard loop; bench/ re-measures this before it changes.
         loop="asyncio",
         access_log=False,
+        # Keep the handler configure_logging installed (uvicorn would add its own).
+        log_config=None,
     )
 
 

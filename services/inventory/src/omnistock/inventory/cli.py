@@ -8,12 +8,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from prometheus_client import CollectorRegistry, push_to_gateway, write_to_textfile
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from omnistock.inventory.audit import INVARIANTS, AuditReport, Finding, Kind, run_audit
+from omnistock.inventory.metrics import audit_metrics
 from omnistock.inventory.settings import InventorySettings
+
+AUDIT_JOB = "omnistock-inventory-audit"
 
 app = typer.Typer(help="omnistock inventory operations.", no_args_is_help=True)
 
@@ -47,6 +51,21 @@ def audit(
             help="Progress bar (default: on a terminal; log lines otherwise).",
         ),
     ] = None,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics-file",
+            help="Write the results as Prometheus metrics to this file (node-exporter's "
+            "textfile collector), for the invariant-violation alert.",
+        ),
+    ] = None,
+    pushgateway: Annotated[
+        str | None,
+        typer.Option(
+            "--pushgateway",
+            help="Push the results as Prometheus metrics to this Pushgateway (host:port or URL).",
+        ),
+    ] = None,
 ) -> None:
     """Replay inventory.stock and inventory.reservations from offset 0 and check I1-I4.
 
@@ -67,7 +86,24 @@ def audit(
     print_report(report, Console())
     if json_path is not None:
         json_path.write_bytes(report.to_json())
+    if metrics_file is not None or pushgateway:
+        registry = audit_registry(report)
+        if metrics_file is not None:
+            write_to_textfile(str(metrics_file), registry)
+        if pushgateway:
+            push_to_gateway(pushgateway, job=AUDIT_JOB, registry=registry)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def audit_registry(report: AuditReport) -> CollectorRegistry:
+    """The audit's results as Prometheus metrics (every invariant, 0 when it held)."""
+    registry = CollectorRegistry()
+    violations, events, finished = audit_metrics(registry)
+    for name in INVARIANTS:
+        violations.labels(name).set(len(report.of_kind("violation", name)))
+    events.set(report.events)
+    finished.set_to_current_time()
+    return registry
 
 
 def _listing(findings: list[Finding]) -> str:

@@ -29,7 +29,7 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from omnistock.events import codec
+from omnistock.events import codec, tracing
 from omnistock.events.catalogue import (
     CommitmentCancelled,
     HoldExpired,
@@ -67,11 +67,15 @@ from omnistock.events.topics import (
     POS_TRANSACTIONS,
     REPLENISHMENT,
 )
+from omnistock.inventory import metrics
 from omnistock.inventory import projections as rm
 from omnistock.inventory.domain.reservations import Saga, SagaCoordinator
 from omnistock.inventory.domain.stock import Decision, Effects, StockBook
 
 log = logging.getLogger(__name__)
+
+#: Saga statuses that are an outcome of a reservation (counted by the metrics).
+OUTCOMES = frozenset({"held", "rejected", "expired", "committed", "released"})
 
 STOCK_GROUP = "inventory-stock"
 RESERVATIONS_GROUP = "inventory-reservations"
@@ -446,6 +450,8 @@ class _SagaPartition:
     next_offset: int = 0
     #: Sagas this batch moved, with the time of the last event that moved each.
     touched: dict[str, datetime] = field(default_factory=dict)
+    #: Trace context of the event that last moved each touched saga (while tracing is on).
+    traces: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     resumed: bool = False
 
     @property
@@ -514,11 +520,24 @@ class ReservationCoordinator:
         part.next_offset = envelope.position.offset + 1
         if not part.fold.admit(envelope):
             return
+        rid = getattr(envelope.event, "reservation_id", None)
+        known = part.coordinator.book.sagas.get(rid) if rid is not None else None
+        status = known.status if known is not None else None
         saga = part.coordinator.fold(envelope)
         if saga is not None and (
             envelope.position.offset >= part.rows_from or envelope.position.offset >= part.emit_from
         ):
             part.touched[saga.reservation_id] = envelope.time
+            if tracing.enabled():
+                # Follow-ups are written after the batch: they continue this event's trace.
+                part.traces[saga.reservation_id] = tracing.current_trace_context()
+        if (
+            saga is not None
+            and saga.status != status
+            and saga.status in OUTCOMES
+            and envelope.position.offset >= part.emit_from
+        ):
+            metrics.RESERVATIONS.labels(saga.status).inc()
 
     async def _write_follow_ups(self, part: _SagaPartition, sagas: Iterable[Saga]) -> None:
         writes: list[Awaitable[Envelope[Event]]] = []
@@ -527,8 +546,15 @@ class ReservationCoordinator:
             follow_ups = part.coordinator.to_write(saga)
             if not follow_ups:
                 continue
+            traceparent, tracestate = part.traces.get(saga.reservation_id, (None, None))
             writes.extend(
-                self.producer.publish(event, id=event_id, correlation_id=saga.reservation_id)
+                self.producer.publish(
+                    event,
+                    id=event_id,
+                    correlation_id=saga.reservation_id,
+                    traceparent=traceparent,
+                    tracestate=tracestate,
+                )
                 for event, event_id in follow_ups
             )
             done.append((saga, [event for event, _ in follow_ups]))
@@ -557,6 +583,8 @@ class ReservationCoordinator:
                 if saga.request is not None
             )
         await asyncio.gather(*follow_ups)
+        for tp in next_offsets:
+            self.parts[tp].traces.clear()
         async with self.engine.begin() as connection:
             await rm.upsert_reservations(connection, rows)
             await save_positions(connection, RESERVATIONS_GROUP, next_offsets, self.log_id)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from omnistock.events.admin import cluster_id
 from omnistock.events.envelope import utcnow
@@ -19,6 +19,7 @@ from omnistock.events.outcomes import Outcomes
 from omnistock.events.producer import EventProducer
 from omnistock.events.readmodel import forget_unbacked, prepare
 from omnistock.events.topics import INVENTORY_RESERVATIONS
+from omnistock.inventory import metrics
 from omnistock.inventory import projections as rm
 from omnistock.inventory.api import Inventory, router
 from omnistock.inventory.handlers import (
@@ -81,12 +82,16 @@ def create_inventory_app(
             translator.runner.start(),
         )
         watcher = asyncio.create_task(_watch_readiness(health, locations, owner, coordinator))
+        gauges = asyncio.create_task(
+            _count_stock(engine, locations, settings.stock_gauges_interval_s)
+        )
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, gauges):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await translator.runner.stop()
             await coordinator.runner.stop()
             await owner.stop()
@@ -123,3 +128,16 @@ async def _watch_readiness(
     await coordinator.ready.wait()
     health.unblock("replaying")
     log.info("inventory ready")
+
+
+async def _count_stock(engine: AsyncEngine, locations: LocationsView, interval_s: float) -> None:
+    """Recount the stock gauges from the read model: every replica reads the same rows, so
+    each reports the whole picture (dashboards and alerts take the max over replicas)."""
+    while True:
+        try:
+            async with engine.connect() as connection:
+                counts = await rm.stock_counts(connection)
+            metrics.publish_stock_counts(counts, locations.locations)
+        except Exception:
+            log.exception("could not count stock for the gauges; trying again")
+        await asyncio.sleep(interval_s)  # a timer: gauges are sampled, not waited on

@@ -253,3 +253,16 @@ async def load_snapshot(
     if row is None or row.log_id != log_id:
         return None
     return row.next_offset, orjson.loads(row.state)
+
+
+async def stock_counts(connection: AsyncConnection) -> dict[str, tuple[int, int]]:
+    """Per location: SKUs with a stock level, and how many of them have nothing available."""
+    c = stock_levels.c
+    rows = await connection.execute(
+        select(
+            c.location_id,
+            func.count(),
+            func.count().filter(c.available <= 0),
+        ).group_by(c.location_id)
+    )
+    return {location_id: (skus, zero) for location_id, skus, zero in rows}

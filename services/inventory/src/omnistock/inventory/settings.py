@@ -28,3 +28,9 @@ class InventorySettings(ServiceSettings):
     expiry_interval_s: float = Field(
         default=0.2, gt=0, description="How often partition owners look for due holds."
     )
+    stock_gauges_interval_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often the stock gauges (SKUs at zero available per location) are "
+        "recounted from the read model.",
+    )

@@ -215,9 +215,10 @@ def _count(parsed: Sequence[Submission | ItemResult], results: Sequence[ItemResu
         if result.reason is not None:
             metrics.REJECTIONS.labels(result.reason).inc()
         if result.status == "accepted" and isinstance(item, Submission):
-            metrics.UNITS.labels(kind).inc(sum(line.quantity for line in item.lines))
+            store = metrics.store_label(item.store_id)
+            metrics.UNITS.labels(store, kind).inc(sum(line.quantity for line in item.lines))
             for line in item.lines:
-                metrics.REVENUE.labels(kind, line.currency).inc(
+                metrics.REVENUE.labels(store, kind, line.currency).inc(
                     float(line.quantity * line.unit_price)
                 )
 
