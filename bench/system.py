@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -56,6 +57,8 @@ from bench._common import (
 )
 from omnistock.devstack.broker import EmbeddedBroker
 from omnistock.devstack.postgres import EmbeddedPostgres
+from omnistock.devstack.waiting import eventually
+from omnistock.events.envelope import utcnow
 from omnistock.events.fold import Fold
 from omnistock.events.replay import replay
 from omnistock.events.topics import INVENTORY_STOCK
@@ -103,29 +106,57 @@ class MemoryWatch:
 
 
 async def visibility_probe(platform: Platform, day: TradingDay, stop: asyncio.Event) -> list[float]:
-    """POS sale accepted -> visible in the cross-store stock query, one sale at a time."""
-    apis = platform.apis
-    sku = day.skus[0]
-    store = day.stores[-1]  # not one the web shop sells from: its holds stay elsewhere
+    """POS sale accepted -> visible in the cross-store stock query, one sale at a time, on a
+    SKU of its own (the day's returns and voids would blur the figure it waits for)."""
+    inventory, pos = platform.apis["inventory"], platform.apis["pos-gateway"]
+    sku = f"{day.tag}-PROBE"
+    store = day.stores[-1]
+    await inventory.write(
+        "receipt",
+        f"{day.tag}-rc-probe",
+        "POST",
+        "/v1/receipts",
+        {
+            "receipt_id": f"{day.tag}-rc-probe",
+            "location_id": store,
+            "lines": [{"sku": sku, "quantity": 100_000}],
+        },
+    )
+
+    async def on_hand() -> int:
+        body = await inventory.get(f"/v1/stock/{sku}")
+        return int({r["location_id"]: r["on_hand"] for r in body["locations"]}.get(store, -1))
+
     samples: list[float] = []
     n = 0
+    shown = await eventually(on_hand, timeout=60, message="probe stock received")
     while not stop.is_set():
         n += 1
-        before = await apis["inventory"].get(f"/v1/stock/{sku}")
-        shown = {r["location_id"]: r["on_hand"] for r in before["locations"]}.get(store)
-        if shown is None:
-            await asyncio.sleep(0.05)  # the store has not received this SKU yet
-            continue
-        if not await day.probe_sale(store, sku, n):
+        answer = await pos.write(
+            "probe",
+            f"{day.tag}-probe-{n}",
+            "POST",
+            "/v1/pos/transactions",
+            {
+                "transaction_id": f"{day.tag}-probe-{n}",
+                "store_id": store,
+                "terminal_id": f"{day.tag}-probe",
+                "sequence": n,
+                "occurred_at": (utcnow() - timedelta(seconds=1)).isoformat(),
+                "type": "sale",
+                "lines": [{"sku": sku, "quantity": 1, "unit_price": "1", "currency": "EUR"}],
+            },
+        )
+        if answer.status != 201:
             continue
         accepted = time.perf_counter()
-        while True:
-            body = await apis["inventory"].get(f"/v1/stock/{sku}")
-            now = {r["location_id"]: r["on_hand"] for r in body["locations"]}[store]
-            if now <= shown - 1:
-                samples.append(time.perf_counter() - accepted)
-                break
-            await asyncio.sleep(0.002)  # polling the query a shopper would make
+        shown -= 1
+
+        async def visible(expected: int = shown) -> bool:
+            return await on_hand() <= expected
+
+        await eventually(visible, timeout=60, interval=0.002, message="sale visible")
+        samples.append(time.perf_counter() - accepted)
     return samples
 
 

@@ -308,14 +308,6 @@ class TradingDay:
                 self.book.on_hand[sku, store] -= quantity
                 self.book.sold[sku] += quantity
 
-    async def probe_sale(self, store: str, sku: str, n: int) -> bool:
-        """One unit sold at ``store``, booked like any sale (a benchmark's visibility probe)."""
-        if await self._pos(store, f"{self.tag}-{store}-probe-{n}", "sale", {sku: 1}):
-            self.book.on_hand[sku, store] -= 1
-            self.book.sold[sku] += 1
-            return True
-        return False
-
     async def give_back(self, store: str, n: int, lines: dict[str, int]) -> None:
         if await self._pos(store, f"{self.tag}-{store}-return-{n}", "return", lines):
             for sku, quantity in lines.items():
