@@ -10,6 +10,7 @@ from omnistock.events.settings import KafkaSettings, ServiceSettings
 from omnistock.inventory.settings import InventorySettings
 from omnistock.orders.settings import OrdersSettings
 from omnistock.pos_gateway.settings import PosGatewaySettings
+from omnistock.topic_operator.settings import OperatorSettings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 SETTINGS: list[type[BaseSettings]] = [
@@ -18,6 +19,7 @@ SETTINGS: list[type[BaseSettings]] = [
     InventorySettings,
     OrdersSettings,
     PosGatewaySettings,
+    OperatorSettings,
 ]
 
 

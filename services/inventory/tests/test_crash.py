@@ -102,7 +102,9 @@ async def test_killing_the_hot_partition_owner_loses_nothing_acknowledged(
 
             rush = [asyncio.create_task(shopper(n)) for n in range(200)]
             await eventually(
-                lambda: len(acknowledged) + len(abandoned) >= 10, message="the rush is under way"
+                lambda: len(acknowledged) + len(abandoned) >= 10,
+                timeout=60,
+                message="the rush is under way",
             )
             victim.kill()
             await asyncio.gather(*rush)

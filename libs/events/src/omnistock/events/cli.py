@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from omnistock.events import schemas
-from omnistock.events.topics import TOPICS
+from omnistock.events.topics import TOPICS, registry_document
 
 app = typer.Typer(help="omnistock event catalogue tools.", no_args_is_help=True)
 console = Console()
@@ -32,8 +34,17 @@ def schemas_command(
 
 
 @app.command("topics")
-def topics_command() -> None:
+def topics_command(
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print the registry as JSON (helm/omnistock/files/topics.json is this output).",
+    ),
+) -> None:
     """List the topic registry."""
+    if as_json:
+        print(json.dumps(registry_document(), indent=2))
+        return
     table = Table("topic", "partitions", "retention.ms", "cleanup", "key", "owner", "consumers")
     for topic in TOPICS:
         table.add_row(

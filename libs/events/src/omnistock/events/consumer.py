@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 
 from omnistock.events import metrics, tracing
@@ -28,9 +29,11 @@ from omnistock.events.topics import Topic
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope[Event]], Awaitable[None]]
-#: Called once a partition's batch is handled, with the next offset to read: the place
-#: to commit a unit of work together with the consumer position.
-BatchDone = Callable[[TopicPartition, int], Awaitable[None]]
+#: Called once per poll after every partition's records were handled, with the next offset
+#: to read per partition: the place to commit one unit of work together with the consumer
+#: positions. One per poll, not per partition: a transaction and an offset commit per
+#: partition made a 12-partition owner spend most of its time waiting on round trips.
+BatchDone = Callable[[Mapping[TopicPartition, int]], Awaitable[None]]
 #: Called when a batch failed and will be retried: discard what it half-did, and say where
 #: to read again from (None: the failed batch's first record).
 BatchFailed = Callable[[TopicPartition], Awaitable[int | None]]
@@ -195,6 +198,7 @@ class ConsumerRunner:
         failures = 0
         while not self._stopping.is_set():
             batches = await consumer.getmany(timeout_ms=100, max_records=self.max_batch)
+            ready: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
             for tp, records in batches.items():
                 sought = self._sought.get(tp)
                 if sought is not None:
@@ -205,31 +209,19 @@ class ConsumerRunner:
                         consumer.seek(tp, sought)
                         continue
                     del self._sought[tp]
+                ready[tp] = records
+            if ready:
                 async with self._batch_lock:
-                    if tp not in self.assignment:
-                        continue  # revoked while fetched: the new owner reads it again
-                    try:
-                        await self._handle(consumer, tp, records)
-                        failures = 0
-                    except Exception:
-                        failures += 1
-                        metrics.HANDLER_ERRORS.labels(tp.topic, self.group_id).inc()
-                        log.exception(
-                            "%s failed on %s@%d; retrying from there",
-                            self.group_id,
-                            tp,
-                            records[0].offset,
-                        )
-                        restart = None
-                        if self.batch_failed is not None:
-                            restart = await self.batch_failed(tp)
-                        consumer.seek(tp, records[0].offset if restart is None else restart)
-                        delay = min(
-                            self.retry_backoff_s * 2 ** (failures - 1), self.max_retry_backoff_s
-                        )
-                        # Backoff before retrying a failed batch; stop() still ends it promptly.
-                        await self._pause(delay)
-                        break
+                    failed = await self._handle(consumer, ready)
+                if failed:
+                    failures += 1
+                    delay = min(
+                        self.retry_backoff_s * 2 ** (failures - 1), self.max_retry_backoff_s
+                    )
+                    # Backoff before retrying a failed batch; stop() still ends it promptly.
+                    await self._pause(delay)
+                else:
+                    failures = 0
             self._update_lag(consumer)
 
     async def _pause(self, seconds: float) -> None:
@@ -239,27 +231,72 @@ class ConsumerRunner:
     async def _handle(
         self,
         consumer: AIOKafkaConsumer,
-        tp: TopicPartition,
-        records: list[ConsumerRecord[bytes, bytes]],
-    ) -> None:
+        batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    ) -> bool:
+        """Handle one poll's records of every partition as one unit of work: one
+        ``batch_done`` and one offset commit for all of them. Returns whether any failed."""
+        oldest = min(records[0].timestamp for records in batches.values())
         metrics.OLDEST_UNPROCESSED_AGE.labels(self.group_id).set(
-            max(0.0, time.time() - records[0].timestamp / 1000)
+            max(0.0, time.time() - oldest / 1000)
         )
         started = time.perf_counter()
-        for record in records:
-            await self._handle_one(record)
-        handled = time.perf_counter()
-        next_offset = records[-1].offset + 1
-        if self.batch_done is not None:
-            await self.batch_done(tp, next_offset)
-        done = time.perf_counter()
-        await consumer.commit({tp: next_offset})
-        committed = time.perf_counter()
+        handled: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        failed = False
+        for tp, records in batches.items():
+            if tp not in self.assignment:
+                continue  # revoked while fetched: the new owner reads it again
+            try:
+                for record in records:
+                    await self._handle_one(record)
+            except Exception as error:
+                failed = True
+                await self._retry(consumer, tp, records[0].offset, error)
+            else:
+                handled[tp] = records
+        if not handled:
+            return failed
+        next_offsets = {tp: records[-1].offset + 1 for tp, records in handled.items()}
+        done_at = committed_at = handled_at = time.perf_counter()
+        try:
+            if self.batch_done is not None:
+                await self.batch_done(next_offsets)
+            done_at = time.perf_counter()
+            await consumer.commit(next_offsets)
+            committed_at = time.perf_counter()
+        except CommitFailedError:
+            # The group rebalanced under us (this member was too slow to heartbeat). The
+            # work is done and idempotent; whoever is assigned the partitions next starts
+            # from the last commit (and on_assigned's positions), so there is nothing to
+            # undo here, and undoing it would re-claim partitions that are no longer ours.
+            log.warning(
+                "%s: offsets %s not committed, the group is rebalancing",
+                self.group_id,
+                {str(tp): n for tp, n in next_offsets.items()},
+            )
+            return True
+        except Exception as error:
+            for tp, records in handled.items():
+                await self._retry(consumer, tp, records[0].offset, error)
+            return True
         observe = metrics.BATCH_SECONDS.labels
-        observe(self.group_id, "handle").observe(handled - started)
-        observe(self.group_id, "batch_done").observe(done - handled)
-        observe(self.group_id, "commit").observe(committed - done)
-        self._next_offsets[tp] = next_offset
+        observe(self.group_id, "handle").observe(handled_at - started)
+        observe(self.group_id, "batch_done").observe(done_at - handled_at)
+        observe(self.group_id, "commit").observe(committed_at - done_at)
+        self._next_offsets.update(next_offsets)
+        return failed
+
+    async def _retry(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, error: Exception
+    ) -> None:
+        """Rewind ``tp`` to read a failed batch again (or from where batch_failed says)."""
+        metrics.HANDLER_ERRORS.labels(tp.topic, self.group_id).inc()
+        log.error(
+            "%s failed on %s@%d; retrying from there", self.group_id, tp, first, exc_info=error
+        )
+        restart = None
+        if self.batch_failed is not None:
+            restart = await self.batch_failed(tp)
+        consumer.seek(tp, first if restart is None else restart)
 
     async def _handle_one(self, record: ConsumerRecord[bytes, bytes]) -> None:
         position = Position(record.topic, record.partition, record.offset)

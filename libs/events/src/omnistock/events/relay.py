@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -62,8 +62,8 @@ class Relay:
                 )
             )
 
-    async def batch_done(self, tp: TopicPartition, next_offset: int) -> None:
-        await asyncio.gather(*self._sends.pop(tp, []))
+    async def batch_done(self, next_offsets: Mapping[TopicPartition, int]) -> None:
+        await asyncio.gather(*(task for tp in next_offsets for task in self._sends.pop(tp, [])))
 
     async def batch_failed(self, tp: TopicPartition) -> None:
         # Stateless: the failed batch is simply read again.

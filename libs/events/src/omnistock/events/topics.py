@@ -120,6 +120,23 @@ DOMAIN_TOPICS: tuple[Topic, ...] = (
 TOPICS: tuple[Topic, ...] = DOMAIN_TOPICS + tuple(t.dlq for t in DOMAIN_TOPICS if t.consumers)
 
 
+def registry_document() -> dict[str, object]:
+    """The registry as data, for what is rendered from it outside Python (the Helm chart's
+    KafkaTopic resources: ``omnistock-events topics --json``)."""
+    return {
+        "topics": [
+            {
+                "name": topic.name,
+                "partitions": topic.partitions,
+                "config": topic.config(),
+                "owner": topic.owner,
+                "description": topic.description,
+            }
+            for topic in TOPICS
+        ]
+    }
+
+
 def topic_named(name: str) -> Topic:
     for topic in TOPICS:
         if topic.name == name:

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -263,7 +263,10 @@ class StockOwner:
         if offset >= part.relay_from:
             if effects.decision is not None:
                 part.sends.append(asyncio.create_task(self._relay(envelope, effects.decision)))
-            if effects.discrepancies and part.epoch is not None:
+            # Also while catching up, before our claim is confirmed: the record is derived
+            # from the log alone (same id from any replica), and a shortfall whose offset is
+            # committed without it would stay hidden for good.
+            if effects.discrepancies:
                 for sku, location_id in effects.discrepancies:
                     level = book.level(sku, location_id)
                     part.sends.append(
@@ -362,31 +365,39 @@ class StockOwner:
             causation_id=envelope.id,
         )
 
-    async def batch_done(self, tp: TopicPartition, next_offset: int) -> None:
-        part = self.parts[tp]
-        sends, part.sends = part.sends, []
+    async def batch_done(self, next_offsets: Mapping[TopicPartition, int]) -> None:
+        parts = [(self.parts[tp], next_offset) for tp, next_offset in next_offsets.items()]
+        sends: list[asyncio.Task[Any]] = []
+        levels: list[dict[str, Any]] = []
+        movements: list[dict[str, Any]] = []
+        for part, _ in parts:
+            sends.extend(part.sends)
+            levels.extend(part.levels.values())
+            movements.extend(part.movements)
+            part.sends, part.levels, part.movements = [], {}, []
         await asyncio.gather(*sends)
-        levels, part.levels = list(part.levels.values()), {}
-        movements, part.movements = part.movements, []
-        snapshot_due = part.since_snapshot >= self.snapshot_every
+        due = [(part, n) for part, n in parts if part.since_snapshot >= self.snapshot_every]
         async with self.engine.begin() as connection:
             await rm.upsert_levels(connection, levels)
             await rm.insert_movements(connection, movements)
-            await save_positions(connection, STOCK_GROUP, {tp: next_offset}, self.log_id)
-            await rm.record_progress(connection, tp.partition, next_offset, part.last_event_at)
-            if snapshot_due:
+            await save_positions(connection, STOCK_GROUP, next_offsets, self.log_id)
+            await rm.record_progress(
+                connection, [(part.tp.partition, n, part.last_event_at) for part, n in parts]
+            )
+            for part, next_offset in due:
                 await rm.save_snapshot(
                     connection,
                     consumer=STOCK_GROUP,
-                    tp=tp,
+                    tp=part.tp,
                     next_offset=next_offset,
                     log_id=self.log_id,
                     state=part.fold.snapshot(),
                 )
-        if snapshot_due:
+        for part, next_offset in parts:
+            part.rows_from = max(part.rows_from, next_offset)
+            part.relay_from = max(part.relay_from, next_offset)
+        for part, _ in due:
             part.since_snapshot = 0
-        part.rows_from = max(part.rows_from, next_offset)
-        part.relay_from = max(part.relay_from, next_offset)
         self._note_progress()
 
     async def batch_failed(self, tp: TopicPartition) -> int:
@@ -525,27 +536,34 @@ class ReservationCoordinator:
         for saga, events in done:
             part.coordinator.written(saga, events)
 
-    async def batch_done(self, tp: TopicPartition, next_offset: int) -> None:
-        part = self.parts[tp]
-        moved_at = part.touched
-        touched = [part.coordinator.book.sagas[rid] for rid in sorted(moved_at)]
-        part.touched = {}
-        if next_offset > part.emit_from:
-            # The first live batch resumes every saga (a crash may have left any unsettled);
-            # after that only the sagas this batch moved can have something new to write.
-            live = touched if part.resumed else list(part.coordinator.book.sagas.values())
-            part.resumed = True
-            await self._write_follow_ups(part, live)
-        rows = [
-            self._row(saga, moved_at[saga.reservation_id])
-            for saga in touched
-            if saga.request is not None
-        ]
+    async def batch_done(self, next_offsets: Mapping[TopicPartition, int]) -> None:
+        rows: list[dict[str, Any]] = []
+        follow_ups: list[Awaitable[None]] = []
+        for tp, next_offset in next_offsets.items():
+            part = self.parts[tp]
+            moved_at = part.touched
+            touched = [part.coordinator.book.sagas[rid] for rid in sorted(moved_at)]
+            part.touched = {}
+            if next_offset > part.emit_from:
+                # The first live batch resumes every saga (a crash may have left any
+                # unsettled); after that only the sagas this batch moved can have something
+                # new to write.
+                live = touched if part.resumed else list(part.coordinator.book.sagas.values())
+                part.resumed = True
+                follow_ups.append(self._write_follow_ups(part, live))
+            rows.extend(
+                self._row(saga, moved_at[saga.reservation_id])
+                for saga in touched
+                if saga.request is not None
+            )
+        await asyncio.gather(*follow_ups)
         async with self.engine.begin() as connection:
             await rm.upsert_reservations(connection, rows)
-            await save_positions(connection, RESERVATIONS_GROUP, {tp: next_offset}, self.log_id)
-        part.rows_from = max(part.rows_from, next_offset)
-        part.emit_from = max(part.emit_from, next_offset)
+            await save_positions(connection, RESERVATIONS_GROUP, next_offsets, self.log_id)
+        for tp, next_offset in next_offsets.items():
+            part = self.parts[tp]
+            part.rows_from = max(part.rows_from, next_offset)
+            part.emit_from = max(part.emit_from, next_offset)
         if self.caught_up:
             self.ready.set()
 

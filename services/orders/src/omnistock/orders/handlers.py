@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,15 +114,19 @@ class OrderProjector:
         if order is not None and envelope.position.offset >= part.rows_from:
             part.touched.add(order.order_id)
 
-    async def batch_done(self, tp: TopicPartition, next_offset: int) -> None:
-        part = self.parts[tp]
-        book = part.fold.projection
-        rows = [book.orders[order_id].row() for order_id in sorted(part.touched)]
-        part.touched = set()
+    async def batch_done(self, next_offsets: Mapping[TopicPartition, int]) -> None:
+        rows: list[dict[str, Any]] = []
+        for tp in next_offsets:
+            part = self.parts[tp]
+            book = part.fold.projection
+            rows.extend(book.orders[order_id].row() for order_id in sorted(part.touched))
+            part.touched = set()
         async with self.engine.begin() as connection:
             await rm.upsert_orders(connection, rows)
-            await save_positions(connection, ORDERS_GROUP, {tp: next_offset}, self.log_id)
-        part.rows_from = max(part.rows_from, next_offset)
+            await save_positions(connection, ORDERS_GROUP, next_offsets, self.log_id)
+        for tp, next_offset in next_offsets.items():
+            part = self.parts[tp]
+            part.rows_from = max(part.rows_from, next_offset)
         self._note_progress()
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
@@ -132,12 +132,18 @@ class SalesProjector:
         if changes and envelope.position.offset >= part.rows_from:
             part.changes.extend(changes)
 
-    async def batch_done(self, tp: TopicPartition, next_offset: int) -> None:
-        part = self.parts[tp]
-        changes, part.changes = part.changes, []
-        if next_offset <= part.rows_from:
-            return  # still folding what the read model already holds
+    async def batch_done(self, next_offsets: Mapping[TopicPartition, int]) -> None:
+        changes = []
+        # Partitions still folding what the read model already holds write nothing.
+        ahead = {tp: n for tp, n in next_offsets.items() if n > self.parts[tp].rows_from}
+        for tp in next_offsets:
+            part = self.parts[tp]
+            changes.extend(part.changes)
+            part.changes = []
+        if not ahead:
+            return
         async with self.engine.begin() as connection:
             await rm.add_sales(connection, changes)
-            await save_positions(connection, SALES_GROUP, {tp: next_offset}, self.log_id)
-        part.rows_from = next_offset
+            await save_positions(connection, SALES_GROUP, ahead, self.log_id)
+        for tp, next_offset in ahead.items():
+            self.parts[tp].rows_from = next_offset

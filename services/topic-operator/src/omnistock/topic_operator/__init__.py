@@ -1,0 +1,1 @@
+"""The topic operator: KafkaTopic custom resources reconciled into Kafka topics."""

@@ -1,0 +1,3 @@
+from omnistock.topic_operator.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""What the operator decides without I/O: resources, claims, conditions and status."""
