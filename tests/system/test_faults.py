@@ -13,7 +13,8 @@ from system_invariants import check_day
 from system_scenario import TradingDay
 from system_stack import Platform
 
-pytestmark = pytest.mark.integration
+# Service restarts on a loaded 2-core machine take tens of seconds each.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 #: The broker stays frozen this long: a fault length, not a wait for anything.
 BROKER_PAUSE_S = 10.0

@@ -8,7 +8,8 @@ from system_invariants import check_day
 from system_scenario import TradingDay
 from system_stack import Platform
 
-pytestmark = pytest.mark.integration
+# Service restarts on a loaded 2-core machine take tens of seconds each.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 async def test_a_quiet_trading_day_keeps_every_invariant(
