@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import httpx
+from asyncpg.exceptions import CannotConnectNowError
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from omnistock.devstack.credentials import admin_headers
 from omnistock.events.http import Health, Problem, create_app
@@ -30,6 +32,25 @@ def app_with_routes(health: Health) -> httpx.AsyncClient:
     async def validate(body: Body) -> None:
         del body
 
+    @app.post("/database-down")
+    async def database_down() -> None:
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError(111, "refused"))
+
+    @app.post("/database-restarting")
+    async def database_restarting() -> None:
+        # As SQLAlchemy's asyncpg dialect raises it: generic, the reason two causes down.
+        try:
+            try:
+                raise CannotConnectNowError("the database system is starting up")
+            except CannotConnectNowError as error:
+                raise RuntimeError("asyncpg adapter error") from error
+        except RuntimeError as error:
+            raise DBAPIError("connect", {}, error) from error
+
+    @app.post("/bad-statement")
+    async def bad_statement() -> None:
+        raise ProgrammingError("SELECT nope", {}, Exception("column nope does not exist"))
+
     @app.post("/boom")
     async def boom() -> None:
         raise RuntimeError("secret internals")
@@ -46,6 +67,17 @@ async def test_an_unconfirmed_write_is_503_with_retry_after() -> None:
     assert response.headers["retry-after"] == "2"
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["type"].endswith("/log-unavailable")
+
+
+async def test_an_unreachable_database_is_503_with_retry_after_not_500() -> None:
+    async with app_with_routes(Health()) as client:
+        for path in ("/database-down", "/database-restarting"):
+            response = await client.post(path)
+            assert response.status_code == 503, path
+            assert response.headers["retry-after"] == "1"
+            assert response.json()["type"].endswith("/read-model-unavailable")
+        # A statement that is wrong stays a 500: retrying it would not help.
+        assert (await client.post("/bad-statement")).status_code == 500
 
 
 async def test_problems_keep_their_extensions_and_validation_names_the_field() -> None:

@@ -118,6 +118,30 @@ async def test_waiting_for_a_slot_counts_against_the_delivery_timeout(
     assert calls == 1
 
 
+async def test_one_deadline_covers_every_retry_of_a_write(
+    kafka_settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen broker (SIGSTOP) never answers: the API must say 503 within the delivery
+    timeout, not after each of the retries has waited a full timeout of its own."""
+    kafka = kafka_settings.model_copy(update={"produce_retries": 3})
+    name = await topic(kafka)
+    never: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    calls = 0
+
+    async def never_delivered(self: AIOKafkaProducer, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return never
+
+    async with EventProducer(kafka, source="/omnistock/test", delivery_timeout_s=0.5) as producer:
+        monkeypatch.setattr(AIOKafkaProducer, "send", never_delivered)
+        with pytest.raises(BrokerUnavailable):
+            await producer.send_raw(name, HOT_KEY, b"lost in a frozen broker", ())
+
+    # The first try used up the write's deadline: no retry started a deadline of its own.
+    assert calls == 1
+
+
 async def read_values(kafka: KafkaSettings, tp: TopicPartition, count: int) -> list[bytes]:
     consumer = AIOKafkaConsumer(**kafka.client_options(), group_id=None, enable_auto_commit=False)
     await consumer.start()

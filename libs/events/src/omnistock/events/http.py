@@ -9,11 +9,17 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from asyncpg.exceptions import (
+    OperatorInterventionError,
+    PostgresConnectionError,
+    TooManyConnectionsError,
+)
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -148,6 +154,22 @@ def install_problem_handlers(app: FastAPI) -> None:
             request.url.path,
         )
 
+    async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
+        if not database_unreachable(exc):
+            return await on_unexpected(request, exc)
+        log.warning("answering 503: database unreachable: %r", exc)
+        return problem_response(
+            Problem(
+                503,
+                "read-model-unavailable",
+                "Database unavailable",
+                "This service's database did not answer; nothing was acknowledged. "
+                "Retry with the same idempotency key.",
+                headers={"Retry-After": "1"},
+            ),
+            request.url.path,
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem_response(Problem(500, "internal-error", "Internal error"), request.url.path)
@@ -156,7 +178,36 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(BrokerUnavailable, on_broker_unavailable)
+    for database_error in _DATABASE_ERRORS:
+        app.add_exception_handler(database_error, on_database_error)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+#: What a route sees while PostgreSQL is down, restarting or refusing connections, raw
+#: (asyncpg, the socket) or wrapped by SQLAlchemy.
+_DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    DBAPIError,
+    ConnectionError,
+    PostgresConnectionError,
+    OperatorInterventionError,
+    TooManyConnectionsError,
+)
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` means "the database cannot be reached now" (retry later) rather than
+    a bug in a statement (a 500). SQLAlchemy wraps asyncpg's error in its own, sometimes
+    twice and generically (DBAPIError), so the whole chain of causes is looked at."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DBAPIError) and (
+            seen.connection_invalidated or isinstance(seen, OperationalError | InterfaceError)
+        ):
+            return True
+        if isinstance(seen, _DATABASE_ERRORS) and not isinstance(seen, DBAPIError):
+            return True
+        seen = seen.__cause__ or (seen.orig if isinstance(seen, DBAPIError) else None)
+    return False
 
 
 @dataclass

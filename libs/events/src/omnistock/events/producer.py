@@ -155,11 +155,15 @@ class EventProducer:
         attempts = self.kafka.produce_retries + 1
         backoff = self.kafka.produce_retry_backoff_ms / 1000
         started = time.perf_counter()
+        # One deadline for the whole write, retries included: a caller waiting on an API
+        # answer hears 503 within delivery_timeout_s when the broker is gone, not after
+        # every retry has waited its own full timeout (a frozen broker never answers).
+        deadline = asyncio.get_running_loop().time() + self.delivery_timeout_s
         for attempt in range(attempts):
             try:
-                # One deadline covers waiting for a slot, for metadata and for the
-                # acknowledgement. (asyncio.timeout, unlike wait_for, costs no extra task.)
-                async with asyncio.timeout(self.delivery_timeout_s):
+                # It covers waiting for a slot, for metadata and for the acknowledgement.
+                # (asyncio.timeout, unlike wait_for, costs no extra task.)
+                async with asyncio.timeout_at(deadline):
                     metadata = await self._send_once(topic, key, value, headers, partition)
             except Exception as exc:
                 if not _is_transient(exc):
@@ -167,14 +171,17 @@ class EventProducer:
                 log.warning(
                     "write to %s failed (attempt %d/%d): %r", topic, attempt + 1, attempts, exc
                 )
-                if attempt + 1 < attempts:
-                    # Backing off between retries of a failed send, not waiting on a condition.
-                    await asyncio.sleep(backoff * 2**attempt)
+                if attempt + 1 == attempts or asyncio.get_running_loop().time() >= deadline:
+                    break
+                # Backing off between retries of a failed send, not waiting on a condition.
+                await asyncio.sleep(backoff * 2**attempt)
                 continue
             metrics.PRODUCE_SECONDS.labels(topic).observe(time.perf_counter() - started)
             return Position(topic, metadata.partition, metadata.offset)
         metrics.PRODUCE_FAILURES.labels(topic).inc()
-        raise BrokerUnavailable(f"Kafka did not confirm a write to {topic} after {attempts} tries")
+        raise BrokerUnavailable(
+            f"Kafka did not confirm a write to {topic} within {self.delivery_timeout_s:g}s"
+        )
 
     async def _send_once(
         self,
