@@ -45,7 +45,7 @@ async def test_probes_metrics_and_the_api_description_are_open_the_rest_is_not(
     local_issuer: LocalIssuer,
 ) -> None:
     async with client_for(settings_of(local_issuer)) as client:
-        for path in ("/healthz", "/readyz", "/metrics/", "/openapi.json", "/docs"):
+        for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
             assert (await client.get(path)).status_code == 200, path
         for path in ("/stock", "/nowhere"):
             # An unknown path is refused like a known one: 401 says nothing about routes.

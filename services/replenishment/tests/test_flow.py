@@ -93,14 +93,14 @@ async def test_sales_below_the_reorder_point_request_once_until_received(
         await eventually(lambda: seen(3), timeout=DEADLINE_S, message="the planner saw 3 left")
         assert [r["replenishment_id"] for r in await requests_of(replenishment)] == [rid]
 
-        metrics_text = (await replenishment.get("/metrics/")).text
+        metrics_text = (await replenishment.get("/metrics")).text
         for line in (
             f'omnistock_replenishment_open_requests{{location_id="{STORE}"}} 1.0',
             f'omnistock_replenishment_skus_below_reorder_point{{location_id="{STORE}"}} 1.0',
         ):
 
             async def exported(line: str = line) -> bool:
-                return line in (await replenishment.get("/metrics/")).text
+                return line in (await replenishment.get("/metrics")).text
 
             await eventually(exported, timeout=DEADLINE_S, message=line)
         assert "omnistock_replenishment_oldest_open_request_age_seconds" in metrics_text
