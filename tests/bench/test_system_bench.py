@@ -40,6 +40,7 @@ def test_the_chart_is_a_png_of_every_step(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.soak
 def test_a_quick_run_checks_every_day_and_writes_figures_and_chart(tmp_path: Path) -> None:
     out, png = tmp_path / "system.json", tmp_path / "system.png"
     env = {**os.environ, "COLUMNS": "200"}

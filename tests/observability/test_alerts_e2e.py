@@ -22,6 +22,7 @@ import pytest
 from pos_support import line, transaction
 from prometheus_client.parser import text_string_to_metric_families
 
+from omnistock.devstack.credentials import admin_headers
 from omnistock.devstack.postgres import drop_database, ensure_database
 from omnistock.devstack.prometheus import PrometheusServer, fast_rules
 from omnistock.devstack.serving import ServiceProcess
@@ -85,7 +86,9 @@ class Stack:
     prometheus: PrometheusServer
 
     def client(self, service: str) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.services[service].url, timeout=15)
+        return httpx.AsyncClient(
+            base_url=self.services[service].url, timeout=15, headers=admin_headers()
+        )
 
 
 def service_env(kafka: KafkaSettings, database_url: str, name: str) -> dict[str, str]:

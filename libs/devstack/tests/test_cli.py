@@ -233,7 +233,8 @@ async def test_up_detached_then_down_on_the_same_state(stack: _Stack) -> None:
 
     # Loading again changes nothing: every id is the same as the first time.
     urls = {name: service["url"] for name, service in state["services"].items()}
-    await demo.load(urls, report=lambda _: None, timeout=60)
+    admin = {"Authorization": f"Bearer {state['credentials']['admin']}"}
+    await demo.load(urls, report=lambda _: None, timeout=60, headers=admin)
     _assert_demo_stock(state)
 
     stopped = stack.cli("down")
