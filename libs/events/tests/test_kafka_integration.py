@@ -180,46 +180,6 @@ async def test_a_failing_handler_is_retried_and_nothing_is_skipped(
     assert [i for i in dict.fromkeys(seen)] == [e.id for e in sent]
 
 
-async def test_a_unit_of_work_failing_while_its_reset_fails_too_is_retried_not_abandoned(
-    topics: KafkaSettings, producer: EventProducer
-) -> None:
-    """A database outage fails both the batch's unit of work and the reset that would
-    reload the partition; the consumer keeps trying both instead of ending."""
-    sent = [await producer.publish(EXAMPLES[StockReceived]) for _ in range(3)]
-    database = {"down_for": 3}
-    done: list[int] = []
-    seen: list[str] = []
-
-    async def handle(envelope: Envelope[Event]) -> None:
-        seen.append(envelope.id)
-
-    async def batch_done(next_offsets: Any) -> None:
-        if database["down_for"]:
-            database["down_for"] -= 1
-            raise ConnectionError("database restarting")
-        done.extend(next_offsets.values())
-
-    async def batch_failed(tp: Any) -> int | None:
-        if database["down_for"]:
-            database["down_for"] -= 1
-            raise ConnectionError("still down")
-        return None
-
-    async with runner(
-        topics,
-        producer,
-        [INVENTORY_STOCK],
-        handle,
-        batch_done=batch_done,
-        batch_failed=batch_failed,
-        retry_backoff_s=0.01,
-    ) as consumer:
-        await eventually(lambda: sum(done) > 0, message="a unit of work done after the outage")
-        assert consumer._task is not None
-        assert not consumer._task.done()
-    assert {e.id for e in sent} <= set(seen)
-
-
 class OnHand:
     def __init__(self) -> None:
         self.on_hand: Counter[str] = Counter()

@@ -320,22 +320,8 @@ class ConsumerRunner:
             "%s failed on %s@%d; retrying from there", self.group_id, tp, first, exc_info=error
         )
         restart = None
-        attempt = 0
-        while self.batch_failed is not None and not self._stopping.is_set():
-            try:
-                restart = await self.batch_failed(tp)
-                break
-            except Exception as cleanup_error:
-                # Resetting needs what failed (a database down): without the reset the
-                # partition cannot go on, and letting this escape would end the consumer
-                # for good. Retry it until it works, as a batch is retried.
-                attempt += 1
-                log.error(
-                    "%s could not reset %s; trying again", self.group_id, tp, exc_info=cleanup_error
-                )
-                await self._pause(
-                    min(self.retry_backoff_s * 2 ** (attempt - 1), self.max_retry_backoff_s)
-                )
+        if self.batch_failed is not None:
+            restart = await self.batch_failed(tp)
         consumer.seek(tp, first if restart is None else restart)
 
     async def _handle_one(self, record: ConsumerRecord[bytes, bytes]) -> None:
