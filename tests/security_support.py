@@ -9,7 +9,9 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -29,12 +31,38 @@ from schemathesis.specs.openapi.checks import (
 
 from omnistock.devstack.broker import EMBEDDED_FETCH_MAX_WAIT_MS
 from omnistock.devstack.credentials import ROLES, LocalIssuer, bearer
+from omnistock.devstack.postgres import drop_database, ensure_database
+from omnistock.events.admin import ensure_topics
 from omnistock.events.positions import log_end_offsets
 from omnistock.events.settings import KafkaSettings
 from omnistock.events.topics import TOPICS
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Service:
+    """A service shared by a test module: a client (admin by default) and its topics."""
+
+    client: httpx.AsyncClient
+    kafka: KafkaSettings
+
+
+@asynccontextmanager
+async def service_resources(
+    kafka_bootstrap: str, postgres_url: str, name: str
+) -> AsyncIterator[tuple[KafkaSettings, str]]:
+    """Topics under a prefix of the module's own and a database dropped afterwards, for one
+    service the module starts."""
+    kafka = module_kafka(kafka_bootstrap)
+    await ensure_topics(kafka, TOPICS)
+    database_name = f"{name}_sec_{uuid.uuid4().hex[:10]}"
+    database = await ensure_database(postgres_url, database_name)
+    try:
+        yield kafka, database
+    finally:
+        await drop_database(postgres_url, database_name)
 
 
 def module_kafka(bootstrap: str) -> KafkaSettings:

@@ -3,31 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from inventory_support import receive, register_demo_locations
 from security_support import (
+    Service,
     check_body_limits,
     check_hostile_fields,
     check_refusals,
     log_size,
-    module_kafka,
     schemathesis_failures,
     send_json,
+    service_resources,
     with_field,
 )
 
 from omnistock.devstack.credentials import LocalIssuer, admin_headers, bearer
-from omnistock.devstack.postgres import drop_database, ensure_database
 from omnistock.devstack.serving import serving
-from omnistock.events.admin import ensure_topics
 from omnistock.events.auth import route_scopes
-from omnistock.events.settings import KafkaSettings
-from omnistock.events.topics import TOPICS
 from omnistock.inventory.main import create_inventory_app
 from omnistock.inventory.settings import InventorySettings
 
@@ -50,32 +45,20 @@ SCOPES = {
 }
 
 
-class Service:
-    def __init__(self, client: httpx.AsyncClient, kafka: KafkaSettings) -> None:
-        self.client = client
-        self.kafka = kafka
-
-
 @pytest.fixture(scope="module")
 async def service(kafka_bootstrap: str, postgres_url: str) -> AsyncIterator[Service]:
-    kafka = module_kafka(kafka_bootstrap)
-    await ensure_topics(kafka, TOPICS)
-    name = f"inventory_sec_{uuid.uuid4().hex[:10]}"
-    database = await ensure_database(postgres_url, name)
-    settings = InventorySettings(
-        database_url=database,
-        kafka=kafka,
-        instance_id="inventory-security-0",
-        decision_timeout_s=2.0,
-        consistency_timeout_s=0.5,
-    )
-    try:
+    async with service_resources(kafka_bootstrap, postgres_url, "inventory") as (kafka, database):
+        settings = InventorySettings(
+            database_url=database,
+            kafka=kafka,
+            instance_id="inventory-security-0",
+            decision_timeout_s=2.0,
+            consistency_timeout_s=0.5,
+        )
         async with serving(create_inventory_app(settings)) as client:
             await register_demo_locations(client)
             await receive(client, "rc-sec-1", "wh-kassel", SKU_1=10)
             yield Service(client, kafka)
-    finally:
-        await drop_database(postgres_url, name)
 
 
 def test_every_route_requires_its_scope() -> None:

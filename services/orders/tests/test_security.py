@@ -3,29 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from orders_support import order_body
 from security_support import (
+    Service,
     check_body_limits,
     check_hostile_fields,
     check_refusals,
     log_size,
-    module_kafka,
     schemathesis_failures,
+    service_resources,
 )
 
 from omnistock.devstack.credentials import LocalIssuer, admin_headers, bearer
-from omnistock.devstack.postgres import drop_database, ensure_database
 from omnistock.devstack.serving import serving
-from omnistock.events.admin import ensure_topics
 from omnistock.events.auth import route_scopes
-from omnistock.events.settings import KafkaSettings
-from omnistock.events.topics import TOPICS
 from omnistock.orders.main import create_orders_app
 from omnistock.orders.settings import OrdersSettings
 
@@ -41,31 +36,19 @@ SCOPES = {
 }
 
 
-class Service:
-    def __init__(self, client: httpx.AsyncClient, kafka: KafkaSettings) -> None:
-        self.client = client
-        self.kafka = kafka
-
-
 @pytest.fixture(scope="module")
 async def service(kafka_bootstrap: str, postgres_url: str) -> AsyncIterator[Service]:
-    kafka = module_kafka(kafka_bootstrap)
-    await ensure_topics(kafka, TOPICS)
-    name = f"orders_sec_{uuid.uuid4().hex[:10]}"
-    database = await ensure_database(postgres_url, name)
-    settings = OrdersSettings(
-        database_url=database,
-        kafka=kafka,
-        instance_id="orders-security-0",
-        # No inventory runs here: placed orders stay placed, answered 202 quickly.
-        decision_timeout_s=0.2,
-        consistency_timeout_s=0.5,
-    )
-    try:
+    async with service_resources(kafka_bootstrap, postgres_url, "orders") as (kafka, database):
+        settings = OrdersSettings(
+            database_url=database,
+            kafka=kafka,
+            instance_id="orders-security-0",
+            # No inventory runs here: placed orders stay placed, answered 202 quickly.
+            decision_timeout_s=0.2,
+            consistency_timeout_s=0.5,
+        )
         async with serving(create_orders_app(settings)) as client:
             yield Service(client, kafka)
-    finally:
-        await drop_database(postgres_url, name)
 
 
 def test_every_route_requires_its_scope() -> None:

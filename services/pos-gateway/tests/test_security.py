@@ -4,30 +4,25 @@ input does to it (nothing)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from pos_support import transaction
 from security_support import (
+    Service,
     check_body_limits,
     check_hostile_fields,
     check_refusals,
     log_size,
-    module_kafka,
     schemathesis_failures,
     send_as,
+    service_resources,
 )
 
 from omnistock.devstack.credentials import LocalIssuer, admin_headers, bearer
-from omnistock.devstack.postgres import drop_database, ensure_database
 from omnistock.devstack.serving import serving
-from omnistock.events.admin import ensure_topics
 from omnistock.events.auth import route_scopes
-from omnistock.events.settings import KafkaSettings
-from omnistock.events.topics import TOPICS
 from omnistock.pos_gateway.main import create_pos_gateway_app
 from omnistock.pos_gateway.settings import PosGatewaySettings
 
@@ -42,26 +37,14 @@ SCOPES = {
 }
 
 
-class Service:
-    def __init__(self, client: httpx.AsyncClient, kafka: KafkaSettings) -> None:
-        self.client = client
-        self.kafka = kafka
-
-
 @pytest.fixture(scope="module")
 async def service(kafka_bootstrap: str, postgres_url: str) -> AsyncIterator[Service]:
-    kafka = module_kafka(kafka_bootstrap)
-    await ensure_topics(kafka, TOPICS)
-    name = f"pos_sec_{uuid.uuid4().hex[:10]}"
-    database = await ensure_database(postgres_url, name)
-    settings = PosGatewaySettings(
-        database_url=database, kafka=kafka, instance_id="pos-gateway-security-0"
-    )
-    try:
+    async with service_resources(kafka_bootstrap, postgres_url, "pos") as (kafka, database):
+        settings = PosGatewaySettings(
+            database_url=database, kafka=kafka, instance_id="pos-gateway-security-0"
+        )
         async with serving(create_pos_gateway_app(settings)) as client:
             yield Service(client, kafka)
-    finally:
-        await drop_database(postgres_url, name)
 
 
 def test_every_route_requires_its_scope() -> None:
