@@ -25,17 +25,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.structs import ConsumerRecord
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from omnistock.events import codec, tracing
+from omnistock.events import tracing
 from omnistock.events.catalogue import (
     CommitmentCancelled,
     HoldExpired,
     HoldOutcome,
     LocatedLine,
-    LocationRegistered,
     OrderCancelled,
     OrderFulfilled,
     OrderPlaced,
@@ -53,14 +51,13 @@ from omnistock.events.catalogue import (
 from omnistock.events.consumer import ConsumerRunner
 from omnistock.events.envelope import Envelope, Event, derived_id
 from omnistock.events.fold import Fold
+from omnistock.events.locations import LocationsView as SharedLocationsView
 from omnistock.events.offsets import end_offsets
 from omnistock.events.positions import consumer_positions, save_positions
 from omnistock.events.producer import EventProducer
 from omnistock.events.relay import Relay
 from omnistock.events.settings import KafkaSettings
-from omnistock.events.tail import TailReader
 from omnistock.events.topics import (
-    INVENTORY_LOCATIONS,
     INVENTORY_RESERVATIONS,
     INVENTORY_STOCK,
     ORDERS,
@@ -694,30 +691,9 @@ class Translator(Relay):
 # --- what every replica's API reads ---------------------------------------------------------
 
 
-class LocationsView:
-    """Every registered location, in memory on each replica (a retailer has hundreds)."""
-
-    def __init__(self, kafka: KafkaSettings) -> None:
-        self.locations: dict[str, LocationRegistered] = {}
-        self.reader = TailReader(kafka, [INVENTORY_LOCATIONS], self._record, name="locations")
-
-    def _record(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        try:
-            event = codec.decode(record.value, record.headers or ()).event
-        except codec.PoisonMessage:
-            return
-        if isinstance(event, LocationRegistered):
-            self.locations[event.location_id] = event
-
-    async def known(self, location_id: str, wait_s: float = 1.0) -> bool:
-        """Whether ``location_id`` is registered, waiting for this replica to catch up with
-        the log first when it is not (a location registered a moment ago elsewhere)."""
-        if location_id in self.locations:
-            return True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait_s):
-                await self.reader.caught_up()
-        return location_id in self.locations
+class LocationsView(SharedLocationsView):
+    """Every registered location (the shared view), and the order inventory fills lines in.
+    In memory on each replica: a retailer has hundreds."""
 
     def online_order(self) -> list[str]:
         """Where lines without a location are held: warehouses first, then stores that ship
