@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaProducer
 
 from omnistock.devstack import demo
 from omnistock.devstack._support import free_port
-from omnistock.devstack.prometheus import PrometheusServer
+from omnistock.devstack.prometheus import PrometheusServer, scrape_job
 from omnistock.events.topics import POS_TRANSACTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -336,7 +336,7 @@ async def main(minutes: float, out: Path) -> None:
         prometheus: PrometheusServer | None = None
         try:
             urls = {name: s["url"] for name, s in state["services"].items()}
-            jobs = {f"omnistock-{name}": [u.removeprefix("http://")] for name, u in urls.items()}
+            jobs = {scrape_job(name): [u.removeprefix("http://")] for name, u in urls.items()}
             prometheus = PrometheusServer(
                 Path(tmp) / "prometheus", jobs, rule_files=[RULES], interval=SCRAPE
             )

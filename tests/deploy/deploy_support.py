@@ -14,6 +14,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "omnistock"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
+#: The chart's defaults and the credential source there is no default for.
+DEFAULT_VALUES = CHART / "ci" / "default-values.yaml"
 TOOLS = ROOT / "tools" / "deploy" / ".venv" / "bin"
 #: The custom resource APIs a full cluster has (the Prometheus operator's and our own).
 API_VERSIONS = (
@@ -47,8 +49,9 @@ def helm_template(
     values: Iterable[Path] = (),
     sets: Iterable[str] = (),
     api_versions: Iterable[str] = API_VERSIONS,
+    release: str = RELEASE,
 ) -> subprocess.CompletedProcess[str]:
-    args = [tool("helm"), "template", RELEASE, str(chart), "--namespace", NAMESPACE]
+    args = [tool("helm"), "template", release, str(chart), "--namespace", NAMESPACE]
     for path in values:
         args += ["--values", str(path)]
     for assignment in sets:
@@ -72,12 +75,24 @@ def of_kind(objects: Iterable[dict[str, Any]], kind: str) -> list[dict[str, Any]
     return [o for o in objects if o["kind"] == kind]
 
 
+def pod_template(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod a workload runs (metadata and spec), or None for anything else."""
+    if obj["kind"] in ("Deployment", "Job"):
+        template: dict[str, Any] = obj["spec"]["template"]
+        return template
+    if obj["kind"] == "CronJob":
+        template = obj["spec"]["jobTemplate"]["spec"]["template"]
+        return template
+    if obj["kind"] == "Pod":
+        return obj
+    return None
+
+
 def pod_specs(objects: Iterable[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
     for obj in objects:
-        if obj["kind"] in ("Deployment", "Job"):
-            yield obj["metadata"]["name"], obj["spec"]["template"]["spec"]
-        elif obj["kind"] == "Pod":
-            yield obj["metadata"]["name"], obj["spec"]
+        template = pod_template(obj)
+        if template is not None:
+            yield obj["metadata"]["name"], template["spec"]
 
 
 def service_names() -> list[str]:

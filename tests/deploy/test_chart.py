@@ -14,11 +14,13 @@ import yaml
 from deploy_support import (
     CHART,
     CI_VALUES,
+    DEFAULT_VALUES,
     ROOT,
     chart_services,
     helm_template,
     of_kind,
     pod_specs,
+    pod_template,
     render,
     run,
     service_names,
@@ -154,8 +156,11 @@ def test_the_charts_copy_of_the_registry_is_current() -> None:
 def test_a_first_install_declares_topics_on_the_next_upgrade() -> None:
     # Helm maps every object before creating any: with the CRD not yet in the cluster,
     # a KafkaTopic would fail the whole install. NOTES.txt tells what to do.
-    done = helm_template(api_versions=())
-    notes = run([tool("helm"), "install", "x", str(CHART), "--dry-run=client"], check=False)
+    done = helm_template(values=[DEFAULT_VALUES], api_versions=())
+    notes = run(
+        [tool("helm"), "install", "x", str(CHART), "--dry-run=client", "-f", str(DEFAULT_VALUES)],
+        check=False,
+    )
 
     assert done.returncode == 0, done.stderr
     assert "\nkind: KafkaTopic\n" not in done.stdout
@@ -176,10 +181,17 @@ def test_a_first_install_declares_topics_on_the_next_upgrade() -> None:
         ("kafka.sasl.mechanism=PLAIN", "/kafka"),
         ("operator.image.digest=latest", "/operator/image/digest"),
         ("logLevel=LOUD", "/logLevel"),
+        ("auth.jwks.url=ftp://login.example/jwks", "/auth/jwks/url"),
+        ("auth.algorithms={HS256}", "/auth/algorithms"),
+        ("auth.maxBodyBytes=10", "/auth/maxBodyBytes"),
+        ("auth.apiKeys.key=../keys.json", "/auth/apiKeys/key"),
+        # Authentication is configured under auth, not per service.
+        ("services.orders.env.AUTH_ISSUER=https://login.example/", "AUTH_ISSUER"),
+        ("audit.pushgateway.url=pushgateway:9091", "/audit/pushgateway/url"),
     ],
 )
 def test_values_schema_rejects_bad_values(assignment: str, complaint: str) -> None:
-    done = helm_template(sets=[assignment])
+    done = helm_template(values=[DEFAULT_VALUES], sets=[assignment])
 
     assert done.returncode != 0
     assert complaint in done.stderr, done.stderr
@@ -230,7 +242,10 @@ def test_secrets_are_only_referenced(objects: dict[str, list[dict[str, Any]]]) -
                     secret_like = any(
                         word in env["name"] for word in ("PASSWORD", "SECRET", "TOKEN", "KEY")
                     )
-                    if secret_like or env["name"] == "DATABASE_URL":
+                    if env["name"].endswith("_FILE"):
+                        # A path into a volume mounted from a Secret or ConfigMap.
+                        assert env["value"].startswith("/etc/omnistock/"), (name, env)
+                    elif secret_like or env["name"] == "DATABASE_URL":
                         value = env.get("value")
                         # Composed from Secret-backed variables ($(DATABASE_PASSWORD)) is fine.
                         assert value is None or "$(DATABASE_PASSWORD)" in value, (name, env)
@@ -262,14 +277,13 @@ def test_every_pod_has_a_network_policy_with_only_the_egress_it_needs(
     production_objects: list[dict[str, Any]],
 ) -> None:
     policies = of_kind(production_objects, "NetworkPolicy")
-    workloads = [o for o in production_objects if o["kind"] in ("Deployment", "Job", "Pod")]
-    for pod in workloads:
-        name = pod["metadata"]["name"]
-        labels = (
-            pod["metadata"]["labels"]
-            if pod["kind"] == "Pod"
-            else pod["spec"]["template"]["metadata"]["labels"]
-        )
+    workloads = [(o, pod_template(o)) for o in production_objects]
+    assert any(o["kind"] == "CronJob" for o, template in workloads)
+    for workload, template in workloads:
+        if template is None:
+            continue
+        name = workload["metadata"]["name"]
+        labels = template["metadata"]["labels"]
         [policy] = [
             p
             for p in policies
@@ -280,10 +294,14 @@ def test_every_pod_has_a_network_policy_with_only_the_egress_it_needs(
             port["port"] for rule in policy["spec"]["egress"] for port in rule.get("ports", [])
         }
         allowed = {53, 9096, 5432} | ({443, 6443} if "operator" in name else set())
+        if workload["kind"] == "Deployment" and "operator" not in name:
+            allowed |= {443}  # the token issuer's JWKS (auth.jwks.url)
         if name.endswith("-test"):
             allowed = {53}
         if name.endswith("-drain-topics"):
             allowed = {53, 443, 6443}
+        if name.endswith("-inventory-audit"):
+            allowed = {53, 9096, 5432, 9091}  # and the Pushgateway
         assert ports <= allowed, (name, ports)
 
 
@@ -332,7 +350,7 @@ def test_monitoring_objects(
     shutil.copytree(chart_with_monitoring_files, bare / "omnistock")
     shutil.rmtree(bare / "omnistock" / "files" / "prometheus")
     shutil.rmtree(bare / "omnistock" / "files" / "grafana")
-    rendered = render(chart=bare / "omnistock")
+    rendered = render(chart=bare / "omnistock", values=[DEFAULT_VALUES])
     assert not of_kind(rendered, "PrometheusRule")
     assert not [c for c in of_kind(rendered, "ConfigMap") if "dashboard" in c["metadata"]["name"]]
     assert of_kind(rendered, "ServiceMonitor")

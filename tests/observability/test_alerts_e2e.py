@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from omnistock.devstack.credentials import admin_headers
 from omnistock.devstack.postgres import drop_database, ensure_database
-from omnistock.devstack.prometheus import PrometheusServer, fast_rules
+from omnistock.devstack.prometheus import PrometheusServer, fast_rules, scrape_job
 from omnistock.devstack.serving import ServiceProcess
 from omnistock.devstack.waiting import eventually
 from omnistock.events.admin import ensure_topics
@@ -121,7 +121,7 @@ async def stack(
     }
     prometheus = PrometheusServer(
         tmp_path / "prometheus",
-        {f"omnistock-{name}": [f"127.0.0.1:{s.port}"] for name, s in services.items()},
+        {scrape_job(name): [f"127.0.0.1:{s.port}"] for name, s in services.items()},
         rule_files=[fast_rules(RULES, tmp_path / "omnistock.rules.yaml")],
     )
     try:

@@ -145,3 +145,176 @@ seccompProfile:
   to: {{- toYaml .Values.kafka.networkPeers | nindent 4 }}
   {{- end }}
 {{- end }}
+
+{{/* The scrape job of a component, whatever the release is called: the alert rules
+(files/prometheus) select and group by job="omnistock-<component>", and the dev stack's
+Prometheus names its jobs the same way (omnistock.devstack.prometheus.scrape_job). Each
+Service carries it in this label; each ServiceMonitor's jobLabel points at it. Without
+it, the Prometheus operator would name the job after the Service (<release>-omnistock-x). */}}
+{{- define "omnistock.scrapeJobLabel" -}}
+omnistock.io/scrape-job
+{{- end }}
+
+{{- define "omnistock.scrapeJob" -}}
+omnistock-{{ .component }}
+{{- end }}
+
+{{/* A service's DATABASE_URL: CloudNativePG's generated app user, or the existing Secret
+(key = service name). Takes (dict "root" $ "name" <service>). */}}
+{{- define "omnistock.databaseEnv" -}}
+{{- $root := .root -}}
+{{- if $root.Values.database.cnpg.enabled }}
+{{- $postgres := include "omnistock.componentName" (dict "root" $root "component" "postgres") }}
+# CloudNativePG's generated app user; DATABASE_URL is composed from it.
+- name: DATABASE_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ $postgres }}-app
+      key: username
+- name: DATABASE_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $postgres }}-app
+      key: password
+- name: DATABASE_URL
+  value: "postgresql+asyncpg://$(DATABASE_USER):$(DATABASE_PASSWORD)@{{ $postgres }}-rw:5432/omnistock_{{ .name | replace "-" "_" }}"
+{{- else }}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "database.existingSecret is required" $root.Values.database.existingSecret }}
+      key: {{ .name }}
+{{- end }}
+{{- end }}
+
+{{/* NetworkPolicy egress to PostgreSQL. */}}
+{{- define "omnistock.egressDatabase" -}}
+- ports:
+    - {protocol: TCP, port: {{ .Values.database.port }}}
+  {{- if .Values.database.cnpg.enabled }}
+  to:
+    - podSelector:
+        matchLabels:
+          cnpg.io/cluster: {{ include "omnistock.componentName" (dict "root" . "component" "postgres") }}
+  {{- else if .Values.database.networkPeers }}
+  to: {{- toYaml .Values.database.networkPeers | nindent 4 }}
+  {{- end }}
+{{- end }}
+
+{{/* Authentication of the services' APIs (AuthSettings, AUTH_*). A service refuses to
+start without a credential source, so an install without one fails here, at render time,
+naming the values to set, rather than as pods in a crash loop. */}}
+{{- define "omnistock.auth.check" -}}
+{{- $auth := .Values.auth -}}
+{{- $jwks := list -}}
+{{- range $source := list "url" "existingSecret" "existingConfigMap" -}}
+{{- if index $auth.jwks $source }}{{ $jwks = append $jwks (printf "auth.jwks.%s" $source) }}{{ end -}}
+{{- end -}}
+{{- if gt (len $jwks) 1 -}}
+{{- fail (printf "auth.jwks: set only one of url, existingSecret and existingConfigMap (found %s)" (join ", " $jwks)) -}}
+{{- end -}}
+{{- if and (not $jwks) (not $auth.apiKeys.existingSecret) -}}
+{{- fail "auth: no credential source; every service refuses to start without one. Set auth.jwks.url, auth.jwks.existingSecret or auth.jwks.existingConfigMap (JWTs, with auth.issuer), and/or auth.apiKeys.existingSecret (hashed device API keys)" -}}
+{{- end -}}
+{{- if and $jwks (not $auth.issuer) -}}
+{{- fail (printf "auth.issuer is required with %s: the services check the iss claim of every JWT" (first $jwks)) -}}
+{{- end -}}
+{{- end }}
+
+{{- define "omnistock.auth.jwksFromFile" -}}
+{{- if or .Values.auth.jwks.existingSecret .Values.auth.jwks.existingConfigMap }}true{{ end }}
+{{- end }}
+
+{{- define "omnistock.authEnv" -}}
+{{- $auth := .Values.auth -}}
+{{- with $auth.issuer }}
+- name: AUTH_ISSUER
+  value: {{ . | quote }}
+{{- end }}
+- name: AUTH_AUDIENCE
+  value: {{ $auth.audience | quote }}
+- name: AUTH_ALGORITHMS
+  value: {{ toJson $auth.algorithms | quote }}
+- name: AUTH_LEEWAY_S
+  value: {{ $auth.leewaySeconds | int | quote }}
+{{- if $auth.jwks.url }}
+- name: AUTH_JWKS_URL
+  value: {{ $auth.jwks.url | quote }}
+- name: AUTH_JWKS_REFRESH_S
+  value: {{ $auth.jwks.refreshSeconds | quote }}
+{{- else if include "omnistock.auth.jwksFromFile" . }}
+- name: AUTH_JWKS_FILE
+  value: /etc/omnistock/auth/jwks/{{ $auth.jwks.key }}
+{{- end }}
+{{- if $auth.apiKeys.existingSecret }}
+- name: AUTH_API_KEYS_FILE
+  value: /etc/omnistock/auth/api-keys/{{ $auth.apiKeys.key }}
+{{- end }}
+- name: AUTH_RATE_PER_S
+  value: {{ $auth.ratePerSecond | quote }}
+- name: AUTH_RATE_BURST
+  value: {{ $auth.rateBurst | int | quote }}
+- name: AUTH_MAX_BODY_BYTES
+  value: {{ $auth.maxBodyBytes | int | quote }}
+{{- end }}
+
+{{/* The JWKS and the API keys are mounted as whole directories, never with subPath: the
+kubelet swaps a Secret or ConfigMap volume's files in place (an atomic symlink switch) when
+the object changes, and the services re-read both files when they change, so a rotated
+key or a new device key is picked up without a restart. A subPath mount is a copy taken
+at start and never updated. The volumes list the one key, so a Secret without it fails
+the pod at mount instead of every request at run time. */}}
+{{- define "omnistock.authVolumeMounts" -}}
+{{- if include "omnistock.auth.jwksFromFile" . }}
+- name: auth-jwks
+  mountPath: /etc/omnistock/auth/jwks
+  readOnly: true
+{{- end }}
+{{- if .Values.auth.apiKeys.existingSecret }}
+- name: auth-api-keys
+  mountPath: /etc/omnistock/auth/api-keys
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "omnistock.authVolumes" -}}
+{{- $auth := .Values.auth -}}
+{{- if $auth.jwks.existingSecret }}
+- name: auth-jwks
+  secret:
+    secretName: {{ $auth.jwks.existingSecret }}
+    items: [{key: {{ $auth.jwks.key | quote }}, path: {{ $auth.jwks.key | quote }}}]
+    defaultMode: 288  # 0440: the owner and the pod's fsGroup read; nobody writes
+{{- else if $auth.jwks.existingConfigMap }}
+- name: auth-jwks
+  configMap:
+    name: {{ $auth.jwks.existingConfigMap }}
+    items: [{key: {{ $auth.jwks.key | quote }}, path: {{ $auth.jwks.key | quote }}}]
+    defaultMode: 288  # 0440
+{{- end }}
+{{- if $auth.apiKeys.existingSecret }}
+- name: auth-api-keys
+  secret:
+    secretName: {{ $auth.apiKeys.existingSecret }}
+    items: [{key: {{ $auth.apiKeys.key | quote }}, path: {{ $auth.apiKeys.key | quote }}}]
+    defaultMode: 288  # 0440
+{{- end }}
+{{- end }}
+
+{{/* The TCP port of an http(s) URL: the one it names, else the scheme's. */}}
+{{- define "omnistock.urlPort" -}}
+{{- $url := urlParse . -}}
+{{- regexFind ":[0-9]+$" $url.host | trimPrefix ":" | default (ternary "443" "80" (eq $url.scheme "https")) -}}
+{{- end }}
+
+{{/* NetworkPolicy egress to the token issuer, when the services fetch its JWKS. */}}
+{{- define "omnistock.egressJwks" -}}
+{{- with .Values.auth.jwks.url -}}
+# The token issuer's JWKS.
+- ports:
+    - {protocol: TCP, port: {{ include "omnistock.urlPort" . }}}
+  {{- with $.Values.auth.jwks.networkPeers }}
+  to: {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- end }}

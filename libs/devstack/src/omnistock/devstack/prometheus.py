@@ -24,6 +24,12 @@ HOST = "127.0.0.1"
 _STOP_GRACE_S = 10.0
 
 
+def scrape_job(service: str) -> str:
+    """The Prometheus job of ``service``: the alert rules select and group by it. The Helm
+    chart gives every ServiceMonitor the same job name, whatever the release is called."""
+    return f"omnistock-{service}"
+
+
 def fast_rules(source: Path, target: Path, hold: str = "1s") -> Path:
     """A copy of the rules file ``source`` with every ``for:`` set to ``hold``, so a test
     sees alerts fire within seconds of the condition (thresholds stay as they are)."""
