@@ -108,19 +108,23 @@ def test_the_inventory_audit_runs_on_a_schedule_and_pushes_what_the_alert_reads(
     assert options["database"] is True
     assert options["progress"] is False
 
-    # What it pushes is what the invariant alert reads, by the label it groups by.
+    # What it pushes is what the invariant alerts read, by the labels they group by.
     registry = CollectorRegistry()
-    violations, _, _ = audit_metrics(registry)
+    violations, _, finished = audit_metrics(registry)
     violations.labels("I1").set(0)
+    finished.set_to_current_time()
     pushed = {
         sample.name: set(sample.labels)
         for family in registry.collect()
         for sample in family.samples
     }
-    expr = ALERTS["OmnistockInvariantViolated"]["expr"]
-    [metric] = re.findall(r"omnistock_[a-z_]+", expr)
-    assert "by (invariant)" in expr
+    violated = ALERTS["OmnistockInvariantViolated"]["expr"]
+    [metric] = re.findall(r"omnistock_[a-z_]+", violated)
+    assert "by (invariant)" in violated
     assert pushed[metric] == {"invariant"}
+    # ...and when it last finished, so an audit that stopped finishing is noticed.
+    [metric] = re.findall(r"omnistock_[a-z_]+", ALERTS["OmnistockInvariantAuditStale"]["expr"])
+    assert metric in pushed
 
 
 def test_no_audit_without_a_pushgateway_to_take_its_results(
