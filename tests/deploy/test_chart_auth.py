@@ -12,6 +12,7 @@ import pytest
 import yaml
 from deploy_support import CHART, CI_VALUES, chart_services, helm_template, of_kind
 
+from omnistock.devstack.credentials import DEV_AUDIENCE, DEV_ISSUER
 from omnistock.events.auth import Authenticator
 from omnistock.events.settings import AuthSettings
 
@@ -169,3 +170,12 @@ def test_services_may_reach_the_issuer_they_fetch_keys_from(
         ):
             ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
             assert 443 not in ports, policy["metadata"]["name"]
+
+
+def test_the_dev_profile_trusts_the_dev_stacks_issuer() -> None:
+    # So `omnistock dev token --role ROLE` mints tokens a skaffold dev cluster accepts.
+    auth = yaml.safe_load((CHART / "ci" / "dev-values.yaml").read_text())["auth"]
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["auth"]
+
+    assert auth["issuer"] == DEV_ISSUER
+    assert auth.get("audience", defaults["audience"]) == DEV_AUDIENCE
