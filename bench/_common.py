@@ -1017,8 +1017,9 @@ class Response:
         return orjson.loads(self.body)
 
 
-#: uvicorn closes a connection idle for 5 s (timeout_keep_alive); one idle longer than
-#: this is not reused, or a request written as the server closes it would fail.
+#: uvicorn closes a connection idle for 5 s by default (the services: HTTP_KEEP_ALIVE_S,
+#: 75 s); one idle longer than this is not reused, or a request written as the server
+#: closes it would fail.
 MAX_IDLE_S: Final = 4.0
 
 

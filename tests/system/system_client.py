@@ -59,6 +59,9 @@ class Ledger:
     answers: Counter[tuple[str, int]] = field(default_factory=Counter)
     #: Transport failures per endpoint (connection refused or reset: a service is down).
     transport_errors: Counter[str] = field(default_factory=Counter)
+    #: The same, by (endpoint, exception): a refused connection means a service was down,
+    #: a reset or a timeout on a quiet platform is a defect.
+    transport_error_kinds: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: Seconds to the definitive answer, per endpoint.
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     #: Every 503 seen: (endpoint, seconds the answer took, its Retry-After).
@@ -130,8 +133,9 @@ class Api:
             try:
                 sent = time.perf_counter()
                 response = await self.once(method, path, **kwargs)
-            except httpx.TransportError:
+            except httpx.TransportError as error:
                 self.ledger.transport_errors[endpoint] += 1
+                self.ledger.transport_error_kinds[endpoint, type(error).__name__] += 1
             else:
                 took = time.perf_counter() - sent
                 self.ledger.answers[endpoint, response.status_code] += 1

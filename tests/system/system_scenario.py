@@ -209,7 +209,8 @@ class TradingDay:
             "reservation", cart.reservation_id, "POST", "/v1/reservations", body
         )
         if answer.status == 409:
-            cart.status = "rejected"
+            # Out of stock, or (a short TTL on a busy machine) expired before it was decided.
+            cart.status = "expired" if answer.body.get("status_now") == "expired" else "rejected"
             return
         expect(answer, 201, "reserve")
         cart.status = "held"

@@ -72,16 +72,6 @@ async def test_broker_frozen_for_ten_seconds(platform: Platform, day: TradingDay
 
 
 @pytest.mark.soak
-@pytest.mark.xfail(
-    strict=True,
-    reason="After PostgreSQL is stopped and started again mid-day, inventory never decides "
-    "another reservation (504 for the whole write deadline). Cause: the unit of work fails "
-    "(database down), ConsumerRunner calls batch_failed to reset the partition, the reset "
-    "needs the database too and raises, and that exception ends the consumer task for good. "
-    "Retrying the reset in place holds the batch lock and starved rebalances (the rebalance "
-    "storm test failed with it), so the fix is to park the partition (paused) and retry its "
-    "reset from the poll loop with the lock released.",
-)
 async def test_postgres_stopped_and_restarted(platform: Platform, day: TradingDay) -> None:
     async def outage() -> None:
         platform.stop_postgres()

@@ -180,6 +180,79 @@ async def test_a_failing_handler_is_retried_and_nothing_is_skipped(
     assert [i for i in dict.fromkeys(seen)] == [e.id for e in sent]
 
 
+async def test_a_partition_whose_state_cannot_be_restored_is_parked_until_it_can(
+    topics: KafkaSettings, producer: EventProducer
+) -> None:
+    """The database behind batch_done and batch_failed is down for a while: the consumer
+    keeps the partition, retries the restore, and handles everything once it is back."""
+    sent = [await producer.publish(EXAMPLES[StockReceived]) for _ in range(3)]
+    database = {"up": False, "restores": 0, "failed_restores": 0}
+    done: list[str] = []
+    pending: list[str] = []
+
+    async def handle(envelope: Envelope[Event]) -> None:
+        pending.append(envelope.id)
+
+    async def batch_done(_: Any) -> None:
+        if not database["up"]:
+            raise ConnectionRefusedError("database down")
+        done.extend(pending)
+        pending.clear()
+
+    async def batch_failed(_: Any) -> None:
+        pending.clear()
+        if not database["up"]:
+            database["failed_restores"] += 1
+            raise ConnectionRefusedError("database down")
+        database["restores"] += 1
+
+    consumer = runner(
+        topics,
+        producer,
+        [INVENTORY_STOCK],
+        handle,
+        batch_done=batch_done,
+        batch_failed=batch_failed,
+        retry_backoff_s=0.01,
+        max_retry_backoff_s=0.05,
+    )
+    async with consumer:
+        await eventually(lambda: database["failed_restores"] >= 3, message="restores retried")
+        assert not done
+        database["up"] = True
+        await eventually(lambda: set(done) >= {e.id for e in sent}, message="all handled")
+        assert database["restores"] >= 1
+        # Still consuming: what comes after the outage is handled too.
+        later = await producer.publish(EXAMPLES[StockReceived])
+        await eventually(lambda: later.id in done, message="the consumer is alive")
+    assert list(dict.fromkeys(done))[:3] == [e.id for e in sent]
+
+
+async def test_a_failed_assignment_is_retried_before_anything_is_handled(
+    topics: KafkaSettings, producer: EventProducer
+) -> None:
+    sent = await producer.publish(EXAMPLES[StockReceived])
+    starts: dict[str, Any] = {"tries": 0}
+    seen: list[str] = []
+
+    async def on_assigned(partitions: set[Any]) -> dict[Any, int]:
+        starts["tries"] += 1
+        if starts["tries"] < 3:
+            raise ConnectionRefusedError("database down")
+        starts["ready"] = True
+        return {tp: 0 for tp in partitions}
+
+    async def handle(envelope: Envelope[Event]) -> None:
+        assert starts.get("ready"), "handled before its start position was known"
+        seen.append(envelope.id)
+
+    consumer = runner(
+        topics, producer, [INVENTORY_STOCK], handle, on_assigned=on_assigned, retry_backoff_s=0.01
+    )
+    async with consumer:
+        await eventually(lambda: sent.id in seen, message="handled after the retries")
+
+
 class OnHand:
     def __init__(self) -> None:
         self.on_hand: Counter[str] = Counter()

@@ -25,6 +25,7 @@ from omnistock.events.catalogue import (
     ReservationCommitRequested,
     ReservationHeld,
     ReservationRejected,
+    ReservationReleased,
     ReservationReleaseRequested,
     ReservationRequested,
     StockReceived,
@@ -34,6 +35,8 @@ from omnistock.inventory.domain.reservations import SagaCoordinator
 from omnistock.inventory.domain.stock import StockBook
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+#: Later than every hold's expiry in these tests.
+DUE = T0 + timedelta(hours=1)
 SKUS = ["A", "B", "C"]
 LOCATIONS = ["wh", "s1"]
 
@@ -60,9 +63,10 @@ class World:
         else:
             self.reservation_queue.append(event)
 
-    def deliver_stock(self, sku: str, time: datetime = T0) -> None:
+    def deliver_stock(self, sku: str) -> None:
         event = self.stock_queues[sku].popleft()
-        envelope = self.envelope(event, time)
+        # The owner's expiry timer writes HoldExpired once the hold is due by its clock.
+        envelope = self.envelope(event, DUE if isinstance(event, HoldExpired) else T0)
         decision = self.books[sku].apply(envelope).decision
         if decision is not None:
             self.write(
@@ -88,7 +92,10 @@ class World:
         envelope = self.envelope(self.reservation_queue.popleft())
         saga = self.coordinator.fold(envelope)
         if isinstance(envelope.event, ReservationHeld):
-            # I2 at the moment it is reported: every line of the reservation is held.
+            # I2 at the moment it is reported: no hold of it was let go before (in log
+            # order), and every line is held or was only just let go by its owner.
+            assert saga is not None
+            assert not saga.let_go, saga
             for sku in {line.sku for line in envelope.event.lines}:
                 assert self.books[sku].holds[saga.reservation_id, sku].status in (
                     "held",
@@ -198,7 +205,6 @@ def act(world: World, requested: dict[str, list[tuple[str, int]]], kind: str, ar
     elif kind == "expire":
         rid = str(arg)
         for sku in sorted({s for s, _ in requested[rid]}):
-            # The owner's timer, at a time when the hold is due.
             world.stock_queues[sku].append(HoldExpired(reservation_id=rid, sku=sku))
 
 
@@ -219,7 +225,7 @@ def test_every_reservation_is_all_or_nothing_once_settled(
     summaries = {
         e.reservation_id: e
         for e in world.written
-        if isinstance(e, ReservationHeld | ReservationRejected)
+        if isinstance(e, ReservationHeld | ReservationRejected | ReservationReleased)
     }
     for rid, lines in requested.items():
         saga = world.coordinator.book.sagas[rid]
@@ -240,3 +246,51 @@ def test_every_reservation_is_all_or_nothing_once_settled(
             assert level.held >= 0
             assert level.committed >= 0
             assert level.held + level.committed <= level.on_hand
+
+
+def test_a_hold_that_runs_out_before_the_last_sku_is_decided_ends_the_reservation_expired() -> None:
+    """A's owner expires its hold before B's (slow) owner has decided: the reservation was
+    never wholly held, so it is not reported held (I2); B's hold is given back."""
+    world = World()
+    for sku in ("A", "B"):
+        world.books[sku].apply(
+            world.envelope(
+                StockReceived(receipt_id=f"rc-{sku}", sku=sku, location_id="wh", quantity=5)
+            )
+        )
+    expires = T0 + timedelta(seconds=3)
+    world.write(
+        ReservationRequested(
+            reservation_id="cart-1",
+            lines=[RequestedLine(sku="A", quantity=1), RequestedLine(sku="B", quantity=1)],
+            ttl_seconds=3,
+            channel="web",
+            expires_at=expires,
+            request_fingerprint="f",
+        )
+    )
+    for sku in ("A", "B"):
+        world.write(
+            HoldRequested(
+                reservation_id="cart-1",
+                sku=sku,
+                lines=[HoldLine(quantity=1, location_id="wh")],
+                online_locations=LOCATIONS,
+                expires_at=expires,
+                requested_at=T0,
+                request_fingerprint="f",
+            )
+        )
+    world.deliver_reservation()  # the request
+    world.deliver_stock("A")  # A held
+    world.stock_queues["A"].append(HoldExpired(reservation_id="cart-1", sku="A"))
+    world.deliver_stock("A")  # A's timer: expired
+    world.deliver_stock("B")  # B held, late
+    world.settle([])
+
+    assert not any(isinstance(e, ReservationHeld) for e in world.written)
+    assert ReservationReleased(reservation_id="cart-1", reason="expired") in world.written
+    assert world.coordinator.book.sagas["cart-1"].status == "expired"
+    for sku in ("A", "B"):
+        assert world.books[sku].holds["cart-1", sku].status != "held"
+        assert world.books[sku].levels[sku, "wh"].held == 0

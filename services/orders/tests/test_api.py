@@ -99,6 +99,13 @@ async def test_reserve_place_confirm_fulfil(
         )
 
     await eventually(shipped, message="inventory shipped the order")
+    # A client that lost the answer repeats the shipment: the same answer, shipped once.
+    again = await orders.post(
+        "/v1/orders/ord-1/fulfil", json={"location_id": "wh-kassel", "shipment_id": "shp-2"}
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["shipped"] == {"SKU-1": 3, "SKU-2": 1}
+    assert len(again.json()["timeline"]) == 4
     cancel = await orders.post("/v1/orders/ord-1/cancel")
     assert cancel.status_code == 409
     assert cancel.json()["status_now"] == "fulfilled"
@@ -164,7 +171,9 @@ async def test_cancel_returns_stock_and_fulfil_after_cancel_is_refused(
     problem = fulfil.json()
     assert problem["status_now"] == "cancelled"
     assert problem["type"].endswith("order-state")
-    assert (await orders.post("/v1/orders/ord-1/cancel")).status_code == 409
+    repeated = await orders.post("/v1/orders/ord-1/cancel")
+    assert repeated.status_code == 200, "a repeated cancel is answered, not refused"
+    assert [step["event"] for step in repeated.json()["timeline"]].count("OrderCancelled") == 1
     assert (await orders.get("/v1/orders/ord-404")).status_code == 404
     assert (await orders.post("/v1/orders/ord-404/cancel")).status_code == 404
 

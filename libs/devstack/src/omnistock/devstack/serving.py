@@ -35,7 +35,15 @@ async def serving(
     credential); shut it down gracefully afterwards."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            # As in production (omnistock.events.service): the client closes idle first.
+            timeout_keep_alive=75,
+        )
     )
     task = asyncio.create_task(server.serve())
     base = f"http://127.0.0.1:{port}"

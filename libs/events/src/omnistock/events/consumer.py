@@ -3,7 +3,10 @@
 A record that can never be handled (a :class:`PoisonMessage`) is written to
 ``<topic>.dlq`` with the reason in its headers, and consumption continues. Any
 other failure is treated as transient: the partition is rewound to the first
-record not yet committed and retried with backoff, so nothing is skipped.
+record not yet committed and retried with backoff, so nothing is skipped. When even
+the rewind fails (the state to restart from lives in a database that is down), the
+partition is parked, paused and retried from the poll loop until it succeeds, while
+the other partitions, heartbeats and rebalances go on.
 """
 
 from __future__ import annotations
@@ -119,6 +122,11 @@ class ConsumerRunner:
         self._sought: dict[TopicPartition, int] = {}
         #: Log time (s) of the oldest record fetched and not yet handled, per partition.
         self._unhandled_since: dict[TopicPartition, float] = {}
+        #: Paused partitions whose state could not be restored, with the offset to read
+        #: again from (None: its assignment failed, on_assigned says where to start).
+        self._parked: dict[TopicPartition, int | None] = {}
+        self._park_tries = 0
+        self._unpark_at = 0.0
         metrics.OLDEST_UNPROCESSED_AGE.labels(group_id).set_function(self._oldest_unprocessed_age)
 
     @property
@@ -186,14 +194,17 @@ class ConsumerRunner:
         async with self._batch_lock:
             consumer.pause(*partitions)
             self.assignment = set(partitions)
+            self._parked = {tp: at for tp, at in self._parked.items() if tp not in partitions}
             try:
                 if self.on_assigned is not None and partitions:
                     starts = await self.on_assigned(partitions)
                     for tp, offset in (starts or {}).items():
-                        consumer.seek(tp, offset)
-                        self._sought[tp] = offset
+                        self._seek(consumer, tp, offset)
+            except Exception:
+                log.exception("%s: assignment of %s failed; parked", self.group_id, partitions)
+                self._park(consumer, partitions, None)
             finally:
-                consumer.resume(*partitions)
+                consumer.resume(*(tp for tp in partitions if tp not in self._parked))
         if partitions:
             self.assigned.set()
         log.info("%s assigned %s", self.group_id, sorted(map(str, partitions)))
@@ -201,6 +212,8 @@ class ConsumerRunner:
     async def _revoked(self, partitions: set[TopicPartition]) -> None:
         async with self._batch_lock:
             self.assignment -= partitions
+            for tp in partitions:
+                self._parked.pop(tp, None)
             if not self.assignment:
                 self.assigned.clear()
             if self.on_revoked is not None and partitions:
@@ -211,6 +224,9 @@ class ConsumerRunner:
         consumer = self._consumer
         failures = 0
         while not self._stopping.is_set():
+            if self._parked and time.monotonic() >= self._unpark_at:
+                async with self._batch_lock:
+                    await self._unpark(consumer)
             batches = await consumer.getmany(timeout_ms=100, max_records=self.max_batch)
             ready: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
             for tp, records in batches.items():
@@ -319,10 +335,58 @@ class ConsumerRunner:
         log.error(
             "%s failed on %s@%d; retrying from there", self.group_id, tp, first, exc_info=error
         )
-        restart = None
-        if self.batch_failed is not None:
-            restart = await self.batch_failed(tp)
-        consumer.seek(tp, first if restart is None else restart)
+        await self._restore(consumer, tp, first)
+
+    async def _restore(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, first: int | None
+    ) -> bool:
+        """Make ``tp`` readable again: after a failed batch (``first``, its first offset)
+        through batch_failed, after a failed assignment (``first`` None) through on_assigned.
+        When that fails too, park ``tp`` and return False."""
+        try:
+            if first is None:
+                starts = await self.on_assigned({tp}) if self.on_assigned is not None else None
+                restart = (starts or {}).get(tp)
+            else:
+                restart = await self.batch_failed(tp) if self.batch_failed is not None else None
+                restart = first if restart is None else restart
+        except Exception:
+            log.exception("%s: %s could not be restored; parked", self.group_id, tp)
+            self._park(consumer, {tp}, first)
+            return False
+        if restart is not None:
+            self._seek(consumer, tp, restart)
+        return True
+
+    def _seek(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+        consumer.seek(tp, offset)
+        self._sought[tp] = offset
+
+    def _park(
+        self, consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition], first: int | None
+    ) -> None:
+        # Paused, not left: giving the partitions up would hand the same failure to another
+        # member, and a member that keeps them keeps heartbeating while it waits.
+        consumer.pause(*partitions)
+        for tp in partitions:
+            self._parked[tp] = first
+        if not self._park_tries:
+            self._unpark_at = time.monotonic() + self.retry_backoff_s
+
+    async def _unpark(self, consumer: AIOKafkaConsumer) -> None:
+        """One try at restoring every parked partition; the ones that fail again wait longer."""
+        parked, self._parked = self._parked, {}
+        for tp, first in parked.items():
+            if tp in self.assignment and await self._restore(consumer, tp, first):
+                consumer.resume(tp)
+                log.info("%s: %s restored", self.group_id, tp)
+        if self._parked:
+            self._park_tries += 1
+            self._unpark_at = time.monotonic() + min(
+                self.retry_backoff_s * 2**self._park_tries, self.max_retry_backoff_s
+            )
+        else:
+            self._park_tries = 0
 
     async def _handle_one(self, record: ConsumerRecord[bytes, bytes]) -> None:
         position = Position(record.topic, record.partition, record.offset)

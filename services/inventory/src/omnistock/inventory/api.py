@@ -406,6 +406,18 @@ async def reserve(deps: Deps, body: ReservationIn) -> ReservationOut:
             ],
         )
     first = next(iter(outcomes.values()))
+    if first.expires_at <= utcnow():
+        # Decided after its own expiry (a TTL shorter than the time the log took): the
+        # holds run out as they are granted and the saga ends it expired, never held.
+        raise Problem(
+            409,
+            "reservation-expired",
+            "Reservation expired before it was decided",
+            f"Reservation {rid} ran out before every line was held; nothing is held. "
+            "Ask again under a new reservation_id, with a longer ttl_seconds.",
+            status_now="expired",
+            errors=[FieldError(field="ttl_seconds", message="shorter than the decision took")],
+        )
     return ReservationOut(
         reservation_id=rid,
         status="held",

@@ -332,18 +332,27 @@ async def change(
     deps: Orders,
     order_id: str,
     action: Action,
-    make: Callable[[dict[str, Any]], tuple[Event, str]],
+    *,
+    event_id: Callable[[dict[str, Any]], str],
+    make: Callable[[dict[str, Any]], Event],
     response: Response,
 ) -> OrderOut:
-    """Check the transition on fresh state, write it, and report what the fold made of it."""
+    """Check the transition on fresh state, write it, and report what the fold made of it.
+
+    The event's id derives from what the client named (the order for a cancel, the
+    shipment for a fulfil), so a repeat of a change the order already went through is
+    answered with the order as it is, not refused as an illegal transition: a client
+    repeats a write whose answer it lost."""
     response.headers["Location"] = location(order_id)
     async with deps.lock(order_id):
         row = await fresh_order(deps, order_id)
+        change_id = event_id(row)
+        if any(step["event_id"] == change_id for step in row["timeline"]):
+            return out(row)
         if row["status"] not in ALLOWED_FROM[action]:
             raise illegal(order_id, row["status"], action)
-        event, event_id = make(row)
         written: Envelope[Event] = await deps.producer.publish(
-            event, id=event_id, correlation_id=order_id
+            make(row), id=change_id, correlation_id=order_id
         )
     assert written.position is not None
     tp = TopicPartition(written.position.topic, written.position.partition)
@@ -354,7 +363,7 @@ async def change(
         return out(row)
     after = await stored_order(deps.engine, order_id)
     assert after is not None
-    if all(step["event_id"] != event_id for step in after["timeline"]):
+    if all(step["event_id"] != change_id for step in after["timeline"]):
         # Another replica's change got there first; the fold ignored ours.
         raise illegal(order_id, after["status"], action)
     return out(after)
@@ -375,16 +384,22 @@ async def cancel(
     """Cancel a confirmed order: what is still committed to it returns to available.
     Only from ``confirmed`` or ``partially_fulfilled``; otherwise 409 with the status."""
 
-    def make(row: dict[str, Any]) -> tuple[Event, str]:
-        event = OrderCancelled(
+    def make(row: dict[str, Any]) -> Event:
+        return OrderCancelled(
             order_id=order_id,
             reservation_id=row["reservation_id"],
             lines=[Line(**line) for line in row["lines"]],
             reason=body.reason if body else "",
         )
-        return event, derived_id(order_id, "cancel")
 
-    return await change(deps, order_id, "cancel", make, response)
+    return await change(
+        deps,
+        order_id,
+        "cancel",
+        event_id=lambda _: derived_id(order_id, "cancel"),
+        make=make,
+        response=response,
+    )
 
 
 @router.post(
@@ -399,7 +414,10 @@ async def fulfil(
     """Ship all or part of a confirmed order from ``location_id``; inventory takes the
     units out of on_hand. 409 unless ``confirmed`` or ``partially_fulfilled``."""
 
-    def make(row: dict[str, Any]) -> tuple[Event, str]:
+    def shipment_id(row: dict[str, Any]) -> str:
+        return body.shipment_id or derived_id(order_id, "shipment", len(row["timeline"]))
+
+    def make(row: dict[str, Any]) -> Event:
         ordered = quantities([Line(**line) for line in row["lines"]])
         remaining = {
             sku: q - row["shipped"].get(sku, 0)
@@ -414,14 +432,19 @@ async def fulfil(
         ]
         if errors:
             raise Problem(422, "validation-error", "Invalid request", errors=errors)
-        shipment_id = body.shipment_id or derived_id(order_id, "shipment", len(row["timeline"]))
-        event = OrderFulfilled(
+        return OrderFulfilled(
             order_id=order_id,
             reservation_id=row["reservation_id"],
-            shipment_id=shipment_id,
+            shipment_id=shipment_id(row),
             location_id=body.location_id,
             lines=lines,
         )
-        return event, derived_id(order_id, "shipment", shipment_id)
 
-    return await change(deps, order_id, "fulfil", make, response)
+    return await change(
+        deps,
+        order_id,
+        "fulfil",
+        event_id=lambda row: derived_id(order_id, "shipment", shipment_id(row)),
+        make=make,
+        response=response,
+    )

@@ -221,6 +221,15 @@ class Saga:
                 ),
                 *self._release_all("aborted"),
             ]
+        gone = {sku: why for sku, why in self.let_go.items() if sku in self.skus}
+        if gone:
+            # A hold ran out (or was let go) before the last SKU was decided: the reservation
+            # was never wholly held at any moment, so it is not reported held (I2).
+            releases = self._release_all("aborted")
+            if releases:
+                return releases
+            reason = "expired" if "expired" in gone.values() else "released"
+            return [ReservationReleased(reservation_id=self.reservation_id, reason=reason)]
         assert self.request is not None
         return [
             ReservationHeld(
