@@ -1378,7 +1378,9 @@ async def settle(
     }
     probe = AIOKafkaConsumer(**kafka.client_options(), group_id=None, enable_auto_commit=False)
     readers = {
-        group: AIOKafkaConsumer(**kafka.client_options(), group_id=group, enable_auto_commit=False)
+        group: AIOKafkaConsumer(
+            **kafka.client_options(), group_id=kafka.group(group), enable_auto_commit=False
+        )
         for group in groups
     }
     await probe.start()

@@ -228,7 +228,11 @@ class Platform:
         admin = admin_client(self.kafka)
         await admin.start()
         try:
-            groups = sorted(g[0] for g in await admin.list_consumer_groups())
+            groups = sorted(
+                g[0]
+                for g in await admin.list_consumer_groups()
+                if g[0].startswith(self.kafka.topic_prefix)
+            )
         finally:
             await admin.close()
         probe = AIOKafkaConsumer(**self.kafka.client_options(), group_id=None)

@@ -136,7 +136,7 @@ class ConsumerRunner:
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
             **self.kafka.client_options(),
-            group_id=self.group_id,
+            group_id=self.kafka.group(self.group_id),
             client_id=self.client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

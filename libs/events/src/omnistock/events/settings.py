@@ -25,7 +25,7 @@ class KafkaSettings(BaseSettings):
     )
     topic_prefix: str = Field(
         default="",
-        description="Prefix for every physical topic name "
+        description="Prefix for every physical topic and consumer group name "
         "(isolates environments sharing a cluster).",
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -68,6 +68,11 @@ class KafkaSettings(BaseSettings):
         description="Longest a fetch waits for data. Apache Kafka answers as soon as data "
         "arrives; the embedded Tansu broker always waits this long, so the dev stack sets 10.",
     )
+
+    def group(self, name: str) -> str:
+        """The consumer group ``name`` as the broker knows it: environments that share a
+        cluster must not share groups, or one's rebalances stall the other's consumers."""
+        return f"{self.topic_prefix}{name}"
 
     def client_options(self) -> dict[str, object]:
         """Connection options shared by producers, consumers and admin clients."""
