@@ -132,7 +132,14 @@ async def visibility_probe(platform: Platform, day: TradingDay, stop: asyncio.Ev
 
     samples: list[float] = []
     n = 0
-    shown = await eventually(on_hand, timeout=60, message="probe stock received")
+    shown = -1  # the store's row is absent (-1) until the receipt is applied
+
+    async def received() -> bool:
+        nonlocal shown
+        shown = await on_hand()
+        return shown > 0
+
+    await eventually(received, timeout=60, message="probe stock received")
     while not stop.is_set():
         n += 1
         answer = await pos.write(

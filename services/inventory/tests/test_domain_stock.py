@@ -194,6 +194,33 @@ def test_shipping_from_another_location_frees_the_commitment_where_it_was() -> N
     assert log.book.holds["r1", "A"].status == "shipped"
 
 
+def test_a_shipment_after_the_order_was_cancelled_takes_nothing_off_the_shelf() -> None:
+    """A cancel and a fulfil of one order raced; the orders log has the cancel first, so
+    the orders fold ignored the shipment and answered its caller 409: nothing shipped."""
+    log = Log()
+    log.write(receive("A", "wh", 2))
+    log.write(hold("r1", "A", (2, "wh")))
+    log.write(
+        HoldCommitRequested(
+            reservation_id="r1", sku="A", order_id="o1", quantity=2, requested_at=T0
+        )
+    )
+    log.write(CommitmentCancelled(reservation_id="r1", sku="A", order_id="o1"))
+    log.write(
+        StockShipped(
+            reservation_id="r1",
+            order_id="o1",
+            shipment_id="sh1",
+            sku="A",
+            location_id="wh",
+            quantity=2,
+        )
+    )
+    figures = log.book.level("A", "wh").figures()
+    assert (figures["on_hand"], figures["committed"], figures["available"]) == (2, 0, 2)
+    assert log.book.holds["r1", "A"].status == "cancelled"
+
+
 SKUS = ["A", "B"]
 LOCATIONS = ["wh", "s1", "s2"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -208,3 +209,38 @@ async def test_replay_yields_the_same_read_model(
     async with serving(create_orders_app(settings)) as second:
         assert (await second.get("/v1/orders/ord-0")).json()["status"] == "cancelled"
     assert await read_model_hash(rebuilt_db) == served
+
+
+async def test_two_replicas_racing_one_new_order_id_with_two_bodies_agree_on_one(
+    inventory: httpx.AsyncClient,
+    orders: httpx.AsyncClient,
+    make_orders_settings: Callable[..., OrdersSettings],
+) -> None:
+    """Two checkouts send one new order id with different bodies to two replicas at once:
+    whichever the log has first is the order; the other caller gets 409, never a 2xx for
+    a body that is not the order."""
+    await register_demo_locations(inventory)
+    await receive(inventory, "rc-1", "wh-kassel", SKU_1=20)
+    races = 8
+    for n in range(races):
+        await reserve(inventory, f"res-race-{n}", SKU_1=1)
+    settings = make_orders_settings(instance_id="orders-test-1")
+    async with serving(create_orders_app(settings)) as other:
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    "/v1/orders",
+                    json=order_body(f"ord-race-{n}", f"res-race-{n}", customer, SKU_1=1),
+                )
+                for n in range(races)
+                for client, customer in ((orders, "cust-a"), (other, "cust-b"))
+            )
+        )
+        for n in range(races):
+            stored = (await orders.get(f"/v1/orders/ord-race-{n}")).json()
+            pair = answers[2 * n : 2 * n + 2]
+            won = [a for a in pair if a.status_code in (201, 202)]
+            assert [a.status_code for a in pair if a not in won] == [409] * (2 - len(won))
+            assert won, f"ord-race-{n}: neither placement was answered"
+            for answer in won:
+                assert answer.json()["customer_id"] == stored["customer_id"], (n, answer.text)

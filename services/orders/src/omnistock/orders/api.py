@@ -246,7 +246,9 @@ async def place_order(deps: Deps, body: OrderIn, response: Response) -> OrderOut
     async with deps.outcomes.watch(oid) as inbox:
         # One id per order id: a retry, or a race of two requests, is one placement to every
         # fold downstream (the orders fold and inventory's saga drop the repeat).
-        await deps.producer.publish(placed, id=derived_id(oid, "placed"), correlation_id=oid)
+        written: Envelope[Event] = await deps.producer.publish(
+            placed, id=derived_id(oid, "placed"), correlation_id=oid
+        )
         try:
             outcome = await inbox.until(decided, deps.settings.decision_timeout_s)
         except TimeoutError:
@@ -254,6 +256,8 @@ async def place_order(deps: Deps, body: OrderIn, response: Response) -> OrderOut
     first = next((e for e in inbox.events if isinstance(e, OrderPlaced)), placed)
     if first != placed:
         raise idempotency_conflict(oid)  # another body won the race for this order id
+    if outcome is not None and not await placed_as_sent(deps, body, written):
+        raise idempotency_conflict(oid)
     result = OrderOut(**body.model_dump(), status="placed")
     if isinstance(outcome, OrderRejected):
         return result.model_copy(update={"status": "rejected", "reject_reason": outcome.reason})
@@ -261,6 +265,22 @@ async def place_order(deps: Deps, body: OrderIn, response: Response) -> OrderOut
         return result.model_copy(update={"status": "confirmed"})
     response.status_code = 202
     return result
+
+
+async def placed_as_sent(deps: Orders, body: OrderIn, written: Envelope[Event]) -> bool:
+    """Whether the fold took this body as the order: another replica's placement of the
+    same new id with another body may precede ours in the partition, and the inbox only
+    saw what its tail read after the watch began. Once the read model is past our write,
+    its row is whichever came first. (Nearly free: the decision we waited for comes after
+    our write in the same partition, so the read model is usually there already.)"""
+    assert written.position is not None
+    tp = TopicPartition(written.position.topic, written.position.partition)
+    try:
+        await until_in_read_model(deps, tp, written.position.offset + 1)
+    except Problem:
+        return True  # not visible yet: a repeat of the request compares with the stored row
+    row = await stored_order(deps.engine, body.order_id)
+    return row is not None and same_order(body, row)
 
 
 async def decided_row(deps: Orders, order_id: str) -> dict[str, Any]:
@@ -382,7 +402,8 @@ async def cancel(
     body: CancelIn | None = None,
 ) -> OrderOut:
     """Cancel a confirmed order: what is still committed to it returns to available.
-    Only from ``confirmed`` or ``partially_fulfilled``; otherwise 409 with the status."""
+    Only from ``confirmed`` or ``partially_fulfilled``; otherwise 409 with the status.
+    Repeating a cancel that went through answers 200 with the order."""
 
     def make(row: dict[str, Any]) -> Event:
         return OrderCancelled(
@@ -412,7 +433,8 @@ async def fulfil(
     deps: Deps, order_id: Annotated[Identifier, Path()], body: FulfilIn, response: Response
 ) -> OrderOut:
     """Ship all or part of a confirmed order from ``location_id``; inventory takes the
-    units out of on_hand. 409 unless ``confirmed`` or ``partially_fulfilled``."""
+    units out of on_hand. 409 unless ``confirmed`` or ``partially_fulfilled``. The same
+    ``shipment_id`` again answers 200 with the order, shipped once."""
 
     def shipment_id(row: dict[str, Any]) -> str:
         return body.shipment_id or derived_id(order_id, "shipment", len(row["timeline"]))

@@ -526,6 +526,11 @@ class StockBook:
         if not self._first_time(f"shipment:{e.shipment_id}:{e.sku}:{e.location_id}"):
             return _NO_EFFECTS
         hold = self.holds.get((e.reservation_id, e.sku))
+        if hold is not None and hold.status == "cancelled" and hold.order_id == e.order_id:
+            # The order was cancelled before this shipment in the orders log (a cancel and a
+            # fulfil racing through two replicas): the orders fold ignored the shipment and
+            # its caller was told so, so nothing left the shelf.
+            return _NO_EFFECTS
         effects = Effects()
         committed_here = 0
         if hold is not None and hold.status == "committed" and hold.order_id == e.order_id:
