@@ -49,7 +49,7 @@ def sub(tid: str, **fields: object) -> Submission:
 
 
 def fold_in(fold: Fold[PosLedger], event: PosTransactionRecorded, offset: int) -> None:
-    envelope = Envelope(event=event, source="test", id=f"{event.transaction_id}@{offset}")
+    envelope = Envelope(event=event, source="test", id=f"{event.transaction_id}@{offset}", time=NOW)
     fold.apply(envelope.at(Position("pos.transactions", 0, offset)))
 
 
@@ -101,8 +101,8 @@ def test_sales_changes_net_out_a_void() -> None:
     assert isinstance(sale, Accept)
     assert isinstance(void, Accept)
     at = Position("pos.transactions", 0, 0)
-    added = ledger.apply(Envelope(event=sale.event, source="x").at(at))
-    removed = ledger.apply(Envelope(event=void.event, source="x").at(at))
+    added = ledger.apply(Envelope(event=sale.event, source="x", time=NOW).at(at))
+    removed = ledger.apply(Envelope(event=void.event, source="x", time=NOW).at(at))
     assert added
     assert removed
     assert added[0].units + removed[0].units == 0
@@ -145,3 +145,66 @@ def test_replay_reaches_the_same_state_hash() -> None:
             fold_in(fold, event, offset)
         hashes.add(fold.state_hash())
     assert len(hashes) == 1
+
+
+def test_the_ledger_forgets_what_is_past_the_resend_window_and_the_judge_refuses_it() -> None:
+    window = timedelta(days=2)
+    ledger = PosLedger(window)
+    fold = Fold(ledger)
+    (old,) = judge(ledger, sub("old", occurred_at=NOW - timedelta(days=1)))
+    assert isinstance(old, Accept)
+    fold_in(fold, old.event, 0)
+
+    # Three days later (by the log's clock) a new sale arrives: "old" is past the window
+    # plus the margin, forgotten; and a resend of it is refused, not counted twice.
+    later = NOW + timedelta(days=3)
+    new = BatchJudge(ledger, later, timedelta(minutes=5)).judge(
+        sub("new", occurred_at=later - timedelta(minutes=1), sequence=2)
+    )
+    assert isinstance(new, Accept)
+    fold.apply(
+        Envelope(event=new.event, source="test", id="new@1", time=later).at(
+            Position("pos.transactions", 0, 1)
+        )
+    )
+    assert ledger.recorded("s1", "old") is None
+    assert ledger.recorded("s1", "new") is not None
+    assert "old" not in ledger.stores_of
+    resent = BatchJudge(ledger, later, timedelta(minutes=5)).judge(
+        sub("old", occurred_at=NOW - timedelta(days=1))
+    )
+    assert isinstance(resent, Reject)
+    assert (resent.reason, resent.field) == ("too_old", "occurred_at")
+    # A copy that still reaches the log (a replica with a clock far behind) counts nowhere.
+    assert (
+        fold.projection.apply(
+            Envelope(event=old.event, source="test", id="old@2", time=later).at(
+                Position("pos.transactions", 0, 2)
+            )
+        )
+        is None
+    )
+
+
+def test_the_window_keeps_memory_bounded_by_its_own_traffic() -> None:
+    ledger = PosLedger(timedelta(hours=1))
+    fold = Fold(ledger)
+    for n in range(500):
+        at = NOW + timedelta(minutes=n)
+        event = PosTransactionRecorded(
+            transaction_id=f"t{n}",
+            store_id="s1",
+            terminal_id="t1",
+            sequence=n,
+            occurred_at=at,
+            type="sale",
+            lines=[LINE],
+        )
+        fold.apply(
+            Envelope(event=event, source="test", id=f"t{n}", time=at).at(
+                Position("pos.transactions", 0, n)
+            )
+        )
+    # The window (1 h) plus the margin (1 h) of one-a-minute sales, not all 500.
+    assert len(ledger.transactions) == 121
+    assert ledger.terminals["s1", "t1"].received == 500

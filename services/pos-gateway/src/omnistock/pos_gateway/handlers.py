@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
@@ -39,8 +40,8 @@ class LedgerView:
     """This replica's fold of every POS transaction, and a way to wait until it has folded
     given positions (a write's answer depends on what the fold made of it)."""
 
-    def __init__(self, kafka: KafkaSettings) -> None:
-        self.fold = Fold(PosLedger())
+    def __init__(self, kafka: KafkaSettings, *, resend_window: timedelta) -> None:
+        self.fold = Fold(PosLedger(resend_window))
         self.reader = TailReader(kafka, [POS_TRANSACTIONS], self._record, name="pos-ledger")
         self._next: dict[tuple[str, int], int] = {}
         self._moved = asyncio.Event()
@@ -79,14 +80,21 @@ class SalesProjector(PartitionedProjection[PosLedger]):
     says which records count), and rows are written only past the stored position."""
 
     def __init__(
-        self, kafka: KafkaSettings, producer: EventProducer, engine: AsyncEngine, *, log_id: str
+        self,
+        kafka: KafkaSettings,
+        producer: EventProducer,
+        engine: AsyncEngine,
+        *,
+        log_id: str,
+        resend_window: timedelta,
     ) -> None:
         super().__init__(
             kafka, producer, engine, group_id=SALES_GROUP, topics=[POS_TRANSACTIONS], log_id=log_id
         )
+        self.resend_window = resend_window
 
     def new_projection(self) -> PosLedger:
-        return PosLedger()
+        return PosLedger(self.resend_window)
 
     def folded(
         self, part: OwnedPartition[PosLedger], envelope: Envelope[Event], result: Any

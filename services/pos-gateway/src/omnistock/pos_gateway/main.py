@@ -46,8 +46,11 @@ def create_pos_gateway_app(
         await prepare(engine, rm.metadata, rm.READ_MODEL_VERSION)
         # Rule 2, never serve fiction: empty the read model when the log no longer backs it.
         await forget_unbacked(settings.kafka, engine, rm.metadata, [SALES_GROUP])
-        view = LedgerView(settings.kafka)
-        sales = SalesProjector(settings.kafka, producer, engine, log_id=log_id)
+        window = settings.resend_window
+        view = LedgerView(settings.kafka, resend_window=window)
+        sales = SalesProjector(
+            settings.kafka, producer, engine, log_id=log_id, resend_window=window
+        )
         app.state.pos_gateway = PosGateway(settings, producer, engine, view, clock)
         await asyncio.gather(view.reader.start(), sales.runner.start())
         watcher = asyncio.create_task(_watch_readiness(health, view))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from omnistock.events.settings import ServiceSettings
+from omnistock.pos_gateway.domain.ledger import DEFAULT_RESEND_WINDOW
 
 
 class PosGatewaySettings(ServiceSettings):
@@ -20,6 +23,13 @@ class PosGatewaySettings(ServiceSettings):
         description="How far in the future a transaction's occurred_at may be (terminal clocks "
         "drift); later is refused.",
     )
+    resend_window_hours: float = Field(
+        default=DEFAULT_RESEND_WINDOW.total_seconds() / 3600,
+        ge=1,
+        description="How old a transaction a terminal may still send; older ones are refused "
+        "(too_old), so each replica remembers only this long (plus an hour) of transactions. "
+        "Keep it equal on every replica.",
+    )
     decision_timeout_s: float = Field(
         default=5.0,
         gt=0,
@@ -29,3 +39,7 @@ class PosGatewaySettings(ServiceSettings):
     sales_window_minutes: int = Field(
         default=60, ge=1, le=7 * 24 * 60, description="Default look-back of GET /v1/pos/sales."
     )
+
+    @property
+    def resend_window(self) -> timedelta:
+        return timedelta(hours=self.resend_window_hours)

@@ -61,6 +61,7 @@ class Duplicate:
 class Reject:
     reason: Literal[
         "future_timestamp",
+        "too_old",
         "invalid",
         "unknown_void_target",
         "already_voided",
@@ -107,6 +108,15 @@ class BatchJudge:
                 "occurred_at",
                 f"is {ahead:.0f} s in the future; the gateway allows "
                 f"{self.max_skew.total_seconds():.0f} s of clock skew",
+            )
+        window = self.ledger.resend_window
+        if item.occurred_at < self.now - window:
+            return Reject(
+                "too_old",
+                "occurred_at",
+                f"is older than the resend window ({window.total_seconds() / 3600:g} h): the "
+                "gateway no longer knows whether it was recorded; correct the stock with an "
+                "adjustment instead",
             )
         other_store = self.ledger.stores_of.get(item.transaction_id, item.store_id)
         if other_store != item.store_id:

@@ -12,14 +12,21 @@ honestly whether its copy was the one that counted.
 The ledger also keeps which sequence numbers each terminal sent (gaps are lost
 transactions) and yields the sales figures each counted transaction adds.
 Like every fold here, it depends only on the order of records within a partition.
+
+Memory is bounded by the resend window: the gateway refuses transactions that occurred
+longer ago than the window, so a transaction the log has carried past the window (by
+the log's own clock, the records' write times, plus a margin for clock skew) can never
+come again and is forgotten. Without that, every replica would hold every transaction
+ever sold (about 0.5-1 KB each).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -32,6 +39,13 @@ from omnistock.pos_gateway.domain.sequences import Sequences
 TransactionType = Literal["sale", "return", "void"]
 #: ``(store_id, transaction_id)``.
 TransactionKey = tuple[str, str]
+
+#: How old a transaction a terminal may still send (an outage queue of days, not weeks).
+DEFAULT_RESEND_WINDOW = timedelta(days=7)
+#: Kept this much longer than the window: the gateway's clock and the writers' clocks
+#: (which stamp the records the ledger forgets by) may disagree.
+FORGET_MARGIN = timedelta(hours=1)
+_BEGINNING = datetime.min.replace(tzinfo=UTC)
 
 
 def fingerprint(event: PosTransactionRecorded) -> str:
@@ -87,6 +101,7 @@ class SalesChange:
 
 @dataclass(slots=True)
 class PosLedger:
+    resend_window: timedelta = DEFAULT_RESEND_WINDOW
     transactions: dict[TransactionKey, Recorded] = field(default_factory=dict)
     #: Voided transaction → the void that counted for it (a transaction is voided once).
     voided_by: dict[TransactionKey, str] = field(default_factory=dict)
@@ -96,6 +111,10 @@ class PosLedger:
     stores_of: dict[str, str] = field(default_factory=dict)
     missing_total: int = 0
     terminals_with_gaps: int = 0
+    #: (occurred_at, store_id, transaction_id) of every remembered transaction, oldest first.
+    _by_age: list[tuple[datetime, str, str]] = field(default_factory=list)
+    #: Transactions that occurred before this are forgotten (it only moves forward).
+    horizon: datetime = _BEGINNING
 
     def recorded(self, store_id: str, transaction_id: str) -> Recorded | None:
         return self.transactions.get((store_id, transaction_id))
@@ -106,9 +125,13 @@ class PosLedger:
         event = envelope.event
         if not isinstance(event, PosTransactionRecorded):
             return None
+        self._forget_before(envelope.time - self.resend_window - FORGET_MARGIN)
         key = (event.store_id, event.transaction_id)
-        if key in self.transactions:
+        if key in self.transactions or event.occurred_at < self.horizon:
+            # A later copy, or one older than anything the gateway still accepts (written
+            # by a replica whose clock was far off): neither counts, on every replica.
             return None
+        heapq.heappush(self._by_age, (event.occurred_at, event.store_id, event.transaction_id))
         self.transactions[key] = Recorded(
             type=event.type,
             terminal_id=event.terminal_id,
@@ -135,6 +158,18 @@ class PosLedger:
         sign = -1 if target.type == "sale" else 1
         # The reversal lands in the voided sale's minute: a void says the sale never happened.
         return _sales(event.store_id, target.occurred_at, target.lines, sign, count=-1)
+
+    def _forget_before(self, horizon: datetime) -> None:
+        if horizon <= self.horizon:
+            return
+        self.horizon = horizon
+        while self._by_age and self._by_age[0][0] < horizon:
+            _, store_id, transaction_id = heapq.heappop(self._by_age)
+            key = (store_id, transaction_id)
+            del self.transactions[key]
+            self.voided_by.pop(key, None)
+            if self.stores_of.get(transaction_id) == store_id:
+                del self.stores_of[transaction_id]
 
     def _sequence(self, store_id: str, terminal_id: str, sequence: int) -> None:
         numbers = self.terminals.setdefault((store_id, terminal_id), Sequences())
