@@ -60,8 +60,8 @@ class ItemResult(BaseModel):
     index: int
     transaction_id: str | None
     status: Status
-    #: Why it was rejected: invalid, future_timestamp, unknown_void_target, already_voided,
-    #: conflict.
+    #: Why it was rejected: invalid, future_timestamp, too_old, unknown_void_target,
+    #: already_voided, conflict.
     reason: str | None = None
     errors: list[FieldError] | None = None
     #: Where the accepted transaction sits in the log.
