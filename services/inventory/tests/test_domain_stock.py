@@ -168,26 +168,30 @@ def test_a_count_sets_on_hand_to_what_was_counted() -> None:
     assert effects.movements[0].on_hand_change == -3
 
 
+def commit(rid: str, sku: str, order_id: str, quantity: int) -> HoldCommitRequested:
+    return HoldCommitRequested(
+        reservation_id=rid, sku=sku, order_id=order_id, quantity=quantity, requested_at=T0
+    )
+
+
+def ship(rid: str, sku: str, order_id: str, location_id: str, quantity: int) -> StockShipped:
+    return StockShipped(
+        reservation_id=rid,
+        order_id=order_id,
+        shipment_id=f"sh-{order_id}-{location_id}",
+        sku=sku,
+        location_id=location_id,
+        quantity=quantity,
+    )
+
+
 def test_shipping_from_another_location_frees_the_commitment_where_it_was() -> None:
     log = Log()
     log.write(receive("A", "wh", 2))
     log.write(receive("A", "s1", 2))
     log.write(hold("r1", "A", (2, "wh")))
-    log.write(
-        HoldCommitRequested(
-            reservation_id="r1", sku="A", order_id="o1", quantity=2, requested_at=T0
-        )
-    )
-    log.write(
-        StockShipped(
-            reservation_id="r1",
-            order_id="o1",
-            shipment_id="sh1",
-            sku="A",
-            location_id="s1",
-            quantity=2,
-        )
-    )
+    log.write(commit("r1", "A", "o1", 2))
+    log.write(ship("r1", "A", "o1", "s1", 2))
     assert log.book.level("A", "wh").figures()["committed"] == 0
     assert log.book.level("A", "wh").on_hand == 2
     assert log.book.level("A", "s1").on_hand == 0
@@ -200,22 +204,9 @@ def test_a_shipment_after_the_order_was_cancelled_takes_nothing_off_the_shelf() 
     log = Log()
     log.write(receive("A", "wh", 2))
     log.write(hold("r1", "A", (2, "wh")))
-    log.write(
-        HoldCommitRequested(
-            reservation_id="r1", sku="A", order_id="o1", quantity=2, requested_at=T0
-        )
-    )
+    log.write(commit("r1", "A", "o1", 2))
     log.write(CommitmentCancelled(reservation_id="r1", sku="A", order_id="o1"))
-    log.write(
-        StockShipped(
-            reservation_id="r1",
-            order_id="o1",
-            shipment_id="sh1",
-            sku="A",
-            location_id="wh",
-            quantity=2,
-        )
-    )
+    log.write(ship("r1", "A", "o1", "wh", 2))
     figures = log.book.level("A", "wh").figures()
     assert (figures["on_hand"], figures["committed"], figures["available"]) == (2, 0, 2)
     assert log.book.holds["r1", "A"].status == "cancelled"
