@@ -71,7 +71,6 @@ async def test_broker_frozen_for_ten_seconds(platform: Platform, day: TradingDay
     assert all(retry_after for _, _, retry_after in answered_while_frozen)
 
 
-@pytest.mark.soak
 async def test_postgres_stopped_and_restarted(platform: Platform, day: TradingDay) -> None:
     async def outage() -> None:
         platform.stop_postgres()
