@@ -189,8 +189,8 @@ def _invalid(detail: str, errors: list[FieldError]) -> Problem:
 async def put_rule(
     deps: Deps,
     body: RuleIn,
-    location_id: Annotated[str, Path(max_length=64)],
-    sku: Annotated[str, Path(max_length=64)],
+    location_id: Annotated[Identifier, Path()],
+    sku: Annotated[Identifier, Path()],
 ) -> RuleOut:
     raw = {**body.model_dump(), "location_id": location_id, "sku": sku}
     for name in ("location_id", "source_location_id"):
@@ -312,8 +312,8 @@ def _parse_upload(content_type: str, body: bytes) -> list[dict[str, Any]]:
 )
 async def get_rules(
     deps: Deps,
-    location_id: Annotated[str | None, Query(max_length=64)] = None,
-    sku: Annotated[str | None, Query(max_length=64)] = None,
+    location_id: Annotated[Identifier | None, Query()] = None,
+    sku: Annotated[Identifier | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
 ) -> list[RuleOut]:
     rules, levels = rm.rules, rm.levels
@@ -354,8 +354,8 @@ async def get_rules(
 async def list_replenishments(
     deps: Deps,
     status: Literal["requested", "dispatched", "received"] | None = None,
-    location_id: Annotated[str | None, Query(max_length=64)] = None,
-    sku: Annotated[str | None, Query(max_length=64)] = None,
+    location_id: Annotated[Identifier | None, Query()] = None,
+    sku: Annotated[Identifier | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
 ) -> list[ReplenishmentOut]:
     table = rm.replenishments
@@ -399,7 +399,7 @@ async def _one(deps: Replenishment, replenishment_id: str) -> ReplenishmentOut:
     summary="One replenishment request",
 )
 async def get_replenishment(
-    deps: Deps, replenishment_id: Annotated[str, Path(max_length=64)]
+    deps: Deps, replenishment_id: Annotated[Identifier, Path()]
 ) -> ReplenishmentOut:
     return await _one(deps, replenishment_id)
 
@@ -417,7 +417,7 @@ async def get_replenishment(
     "Repeating a dispatch is safe.",
 )
 async def dispatch(
-    deps: Deps, replenishment_id: Annotated[str, Path(max_length=64)]
+    deps: Deps, replenishment_id: Annotated[Identifier, Path()]
 ) -> DispatchOut:
     current = await _one(deps, replenishment_id)
     if current.status != "requested":
@@ -459,7 +459,7 @@ async def dispatch(
 )
 async def suggestions(
     deps: Deps,
-    location_id: Annotated[str, Query(max_length=64)],
+    location_id: Annotated[Identifier, Query()],
     lead_time_hours: Annotated[int | None, Query(ge=0, le=24 * 365)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> list[SuggestionOut]:
