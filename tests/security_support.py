@@ -3,6 +3,7 @@ credential matrix, hostile payloads, and a bounded schemathesis run."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from omnistock.devstack.broker import EMBEDDED_FETCH_MAX_WAIT_MS
-from omnistock.devstack.credentials import ROLES, LocalIssuer, bearer
+from omnistock.devstack.credentials import ROLES, LocalIssuer, admin_headers, bearer
 from omnistock.devstack.postgres import drop_database, ensure_database
 from omnistock.events.admin import ensure_topics
 from omnistock.events.positions import log_end_offsets
@@ -165,6 +167,35 @@ async def check_refusals(
         response = await send_as(client, method, url, bearer(lacking), json={})
         assert response.status_code == 403, (method, path, response.text)
         assert response.headers["content-type"] == PROBLEM_JSON
+
+
+async def check_refusals_write_nothing(
+    service: Service,
+    table: Mapping[tuple[str, str], tuple[str, ...]],
+    issuer: LocalIssuer,
+    tmp_path: Path,
+) -> None:
+    """:func:`check_refusals` on every route of ``table`` (the other issuer's keys under
+    ``tmp_path``), and not one record written by any of those requests."""
+    before = await log_size(service.kafka)
+    await check_refusals(service.client, table, issuer, LocalIssuer(tmp_path))
+    assert await log_size(service.kafka) == before
+
+
+async def check_schemathesis(service: Service, *, max_examples: int = 3) -> None:
+    """The service's own OpenAPI schema, fuzzed with an admin credential: no 5xx, no
+    answer that breaks the schema, and the service still ready afterwards."""
+    client = service.client
+    schema = (await client.get("/openapi.json")).json()
+    failures = await asyncio.to_thread(
+        schemathesis_failures,
+        schema,
+        str(client.base_url),
+        admin_headers(),
+        max_examples=max_examples,
+    )
+    assert not failures, "\n\n".join(failures)
+    assert (await client.get("/readyz")).status_code == 200
 
 
 def schemathesis_failures(

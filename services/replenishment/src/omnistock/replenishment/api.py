@@ -416,9 +416,7 @@ async def get_replenishment(
     "(POST /v1/receipts on inventory, with replenishment_id) closes the request. "
     "Repeating a dispatch is safe.",
 )
-async def dispatch(
-    deps: Deps, replenishment_id: Annotated[Identifier, Path()]
-) -> DispatchOut:
+async def dispatch(deps: Deps, replenishment_id: Annotated[Identifier, Path()]) -> DispatchOut:
     current = await _one(deps, replenishment_id)
     if current.status != "requested":
         raise Problem(
