@@ -127,3 +127,27 @@ def test_units_are_conserved_through_dispatches_and_receipts_in_parts(
     assert book.level(SKU, "wh").on_hand == 1_000 - dispatched
     assert book.level(SKU, "s1").on_hand == expected_store
     assert book.level(SKU, "s1").incoming == dispatched - expected_store
+
+
+def test_a_receipt_applied_before_its_dispatch_leaves_nothing_in_transit() -> None:
+    """The store's receipt reached the stock partition before the dispatch did (the
+    translator that turns the warehouse's dispatch into a transfer was behind): once both
+    are in, nothing is on the road and no unit was made up."""
+    start = StockReceived(receipt_id="r0", sku=SKU, location_id="wh", quantity=100)
+    receipt = StockReceived(
+        receipt_id="r1", sku=SKU, location_id="s1", quantity=30, replenishment_id="rp-1"
+    )
+    dispatch = TransferDispatched(
+        replenishment_id="rp-1", sku=SKU, location_id="wh", to_location_id="s1", quantity=30
+    )
+    early = fold([start, receipt])
+    assert (early.level(SKU, "s1").on_hand, early.level(SKU, "s1").incoming) == (30, 0)
+    book = fold([start, receipt, dispatch])
+    assert (book.level(SKU, "wh").on_hand, book.level(SKU, "s1").on_hand) == (70, 30)
+    assert book.level(SKU, "s1").incoming == 0
+    assert units(book) == 100
+    assert not book.in_transit
+    # A snapshot in between restores the same state.
+    restored = StockBook.from_canonical(early.canonical())
+    restored.apply(Envelope(event=dispatch, source="/test", time=T0).at(Position("x", 0, 9)))
+    assert restored.canonical() == book.canonical()

@@ -34,8 +34,9 @@ from omnistock.events.readmodel import read_model_metadata
 
 log = logging.getLogger(__name__)
 
-#: Bump when a table below changes shape: the read model is then rebuilt from the log.
-READ_MODEL_VERSION = 1
+#: Bump when a table below, or the stock fold's snapshot state, changes shape: the read
+#: model (snapshots included) is then rebuilt from the log. 2: transfers in transit.
+READ_MODEL_VERSION = 2
 
 metadata = read_model_metadata()
 

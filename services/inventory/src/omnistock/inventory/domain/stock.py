@@ -146,6 +146,10 @@ class StockBook:
         self.holds: dict[tuple[str, str], Hold] = {}
         #: Idempotency keys of the facts already applied (receipts, counts, POS lines, ...).
         self.documents: set[str] = set()
+        #: (replenishment_id, sku, to_location_id) -> units dispatched and not yet received;
+        #: negative when the receipt was applied before the dispatch (the translator that
+        #: turns the dispatch into a transfer was behind). ``incoming`` is the positive part.
+        self.in_transit: dict[tuple[str, str, str], int] = {}
         # (expires_at, reservation_id, sku) of holds that were held when pushed; lazily pruned.
         self._expiries: list[tuple[datetime, str, str]] = []
 
@@ -209,7 +213,11 @@ class StockBook:
             return _NO_EFFECTS
         effects = Effects()
         level = self._mutable(e.sku, e.location_id)
-        arrived = min(level.incoming, e.quantity) if e.replenishment_id else 0
+        arrived = (
+            -self._move_in_transit((e.replenishment_id, e.sku, e.location_id), -e.quantity)
+            if e.replenishment_id
+            else 0
+        )
         level.on_hand += e.quantity
         level.incoming -= arrived
         effects.movements.append(
@@ -292,7 +300,10 @@ class StockBook:
             document_id=e.replenishment_id,
             reason=f"to {e.to_location_id}",
         )
-        self._mutable(e.sku, e.to_location_id).incoming += e.quantity
+        on_the_way = self._move_in_transit(
+            (e.replenishment_id, e.sku, e.to_location_id), e.quantity
+        )
+        self._mutable(e.sku, e.to_location_id).incoming += on_the_way
         effects.movements.append(
             Movement(
                 e.sku,
@@ -301,10 +312,21 @@ class StockBook:
                 "replenishment",
                 e.replenishment_id,
                 f"from {e.location_id}",
-                incoming_change=e.quantity,
+                incoming_change=on_the_way,
             )
         )
         return effects
+
+    def _move_in_transit(self, key: tuple[str, str, str], change: int) -> int:
+        """Add ``change`` to what is in transit under ``key``; the change of its positive
+        part (what ``incoming`` shows) is returned."""
+        before = self.in_transit.get(key, 0)
+        after = before + change
+        if after:
+            self.in_transit[key] = after
+        else:
+            self.in_transit.pop(key, None)
+        return max(0, after) - max(0, before)
 
     # -- holds ---------------------------------------------------------------------------
 
@@ -638,6 +660,7 @@ class StockBook:
             ),
             "holds": sorted(_hold_row(hold) for hold in self.holds.values()),
             "documents": sorted(self.documents),
+            "in_transit": sorted([*key, units] for key, units in self.in_transit.items()),
         }
 
     @classmethod
@@ -651,6 +674,7 @@ class StockBook:
             if hold.status == "held":
                 heapq.heappush(book._expiries, (hold.expires_at, hold.reservation_id, hold.sku))
         book.documents = set(data["documents"])
+        book.in_transit = {(r, sku, loc): units for r, sku, loc, units in data["in_transit"]}
         return book
 
 
