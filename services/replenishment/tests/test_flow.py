@@ -133,9 +133,10 @@ async def test_sales_below_the_reorder_point_request_once_until_received(
             return bool(r.json()["status"] == expected)
 
         await eventually(lambda: status("dispatched"), timeout=DEADLINE_S, message="dispatched")
+        # The warehouse lost the answer and dispatches again: the same answer, moved once.
         again = await replenishment.post(f"/v1/replenishments/{rid}/dispatch")
-        assert again.status_code == 409, again.text
-        assert again.headers["content-type"] == "application/problem+json"
+        assert again.status_code == 202, again.text
+        assert again.json()["quantity"] == 15
 
         # Received in two parts: the request closes with the second.
         await _receive_for(inventory, rid, "rc-part-1", 10)
@@ -149,7 +150,11 @@ async def test_sales_below_the_reorder_point_request_once_until_received(
         await eventually(lambda: status("received"), timeout=DEADLINE_S, message="received")
         stock = await figures(inventory, SKU)
         assert (stock[STORE]["on_hand"], stock[STORE]["incoming"]) == (18, 0)
+        assert stock[WAREHOUSE]["on_hand"] == 85
         assert chain_units(stock) == units
+        late = await replenishment.post(f"/v1/replenishments/{rid}/dispatch")
+        assert late.status_code == 409, late.text
+        assert late.headers["content-type"] == "application/problem+json"
 
         # The next dip opens the next request.
         await eventually(lambda: seen(18), timeout=DEADLINE_S, message="the planner saw 18")

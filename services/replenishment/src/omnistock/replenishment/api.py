@@ -414,16 +414,18 @@ async def get_replenishment(
     description="Recorded in the log; inventory then moves the units out of the warehouse's "
     "on_hand and into the store's incoming. The receipt naming the replenishment id "
     "(POST /v1/receipts on inventory, with replenishment_id) closes the request. "
-    "Repeating a dispatch is safe.",
+    "Repeating a dispatch is safe: until the goods are received it answers the same.",
 )
 async def dispatch(deps: Deps, replenishment_id: Annotated[Identifier, Path()]) -> DispatchOut:
     current = await _one(deps, replenishment_id)
-    if current.status != "requested":
+    # A repeat while it is on its way is the warehouse retrying a lost answer: written again
+    # under the same id, which every reader drops, and answered the same.
+    if current.status == "received":
         raise Problem(
             409,
             "not-dispatchable",
             "Cannot dispatch this request",
-            f"The request is {current.status}; only a requested one can be dispatched.",
+            "The request is received; only a requested one can be dispatched.",
             current_status=current.status,
         )
     written = await deps.producer.publish(
