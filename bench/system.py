@@ -177,7 +177,7 @@ async def one_step(platform: Platform, step: int, parallel: int, quick: bool) ->
     await day.open()
     probe = asyncio.create_task(visibility_probe(platform, day, stop))
     started = time.perf_counter()
-    for phase in ("morning", "midday", "afternoon"):
+    for phase in ("morning", "midday", "afternoon", "evening"):
         await getattr(day, phase)()
     seconds = time.perf_counter() - started
     stop.set()

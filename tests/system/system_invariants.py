@@ -21,7 +21,7 @@ from omnistock.inventory.audit import run_audit
 #: How long the platform may take to show what it acknowledged (a loaded machine, a
 #: service just restarted and replaying, a broker just resumed).
 SETTLE_S = 90.0
-FIGURES = ("on_hand", "held", "committed")
+FIGURES = ("on_hand", "incoming", "held", "committed")
 
 
 async def check_day(platform: Platform, day: TradingDay, phase: str) -> None:
@@ -29,13 +29,15 @@ async def check_day(platform: Platform, day: TradingDay, phase: str) -> None:
     await stock_matches_book(platform.apis, day)
     await orders_and_reservations_agree(platform.apis, day.book)
     await acknowledged_writes_are_there(platform.apis, day)
+    await replenishments_agree(platform.apis, day)
     await audit_is_clean(platform, phase)
 
 
 async def stock_matches_book(apis: Apis, day: TradingDay) -> None:
     """Per SKU and location, on_hand, held and committed are what the acknowledged writes
     imply (I3, I5, I6: abandoned holds expired); and units are conserved across locations:
-    on hand everywhere = received - sold net of returns and voids - shipped."""
+    on hand everywhere + on the road between them = received - sold net of returns and
+    voids - shipped."""
     book = day.book
     inventory = apis["inventory"]
     wanted = {
@@ -73,7 +75,8 @@ async def stock_matches_book(apis: Apis, day: TradingDay) -> None:
         raise AssertionError(f"(shown, booked) differ: {differences}") from None
     for sku in day.skus:
         totals = last[sku]["totals"]
-        assert totals["on_hand"] == book.received[sku] - book.sold[sku] - book.shipped[sku], sku
+        units = totals["on_hand"] + totals["incoming"]
+        assert units == book.received[sku] - book.sold[sku] - book.shipped[sku], sku
         # I1 at rest: nothing promised beyond what is on the shelves the web shop sells from.
         assert totals["held"] >= 0
         assert totals["committed"] >= 0
@@ -171,6 +174,31 @@ async def acknowledged_writes_are_there(apis: Apis, day: TradingDay) -> None:
         raise AssertionError(
             "POS transactions per terminal (shown, booked): "
             + str({k: (shown.get(k), n) for k, n in book.terminals.items()})
+        ) from None
+
+
+async def replenishments_agree(apis: Apis, day: TradingDay) -> None:
+    """Every reorder rule set is listed; every request dispatched and received in full is
+    closed (received), with the quantity that moved."""
+    replenishment = apis["replenishment"]
+    rules = await replenishment.get("/v1/rules", location_id=day.replenished)
+    assert {r["sku"] for r in rules} >= set(day.skus), rules
+    last: dict[str, Any] = {}
+
+    async def closed() -> bool:
+        for rid in day.book.replenishments:
+            last[rid] = await replenishment.get(f"/v1/replenishments/{rid}")
+        return all(
+            (last[rid]["status"], last[rid]["received_quantity"]) == ("received", quantity)
+            for rid, (_, _, quantity) in day.book.replenishments.items()
+        )
+
+    try:
+        await eventually(closed, timeout=SETTLE_S, interval=0.2, message="replenishments")
+    except AssertionError:
+        raise AssertionError(
+            "replenishments (shown, booked): "
+            + str({r: (last.get(r), q) for r, (_, _, q) in day.book.replenishments.items()})
         ) from None
 
 

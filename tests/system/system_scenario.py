@@ -36,6 +36,11 @@ COORDINATES = {
 #: Carts whose shopper walks away without releasing: their holds expire within seconds.
 ABANDON_TTL_S = 10
 CART_TTL_S = 3_600
+#: The reorder rule of every SKU at the replenished store (which opens with 12 of each).
+REORDER_POINT = 10
+ORDER_UP_TO = 20
+#: How long the replenishment service may take to open the requests a day's sales imply.
+REQUESTS_DEADLINE_S = 90.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class Book:
     """What the platform must show, derived only from answers the harness was given."""
 
     on_hand: Counter[Key] = field(default_factory=Counter)
+    incoming: Counter[Key] = field(default_factory=Counter)
     held: Counter[Key] = field(default_factory=Counter)
     committed: Counter[Key] = field(default_factory=Counter)
     received: Counter[str] = field(default_factory=Counter)
@@ -82,6 +88,8 @@ class Book:
     terminals: Counter[Key] = field(default_factory=Counter)
     #: Accepted sales (id, store, lines) that may be voided later.
     sales: list[tuple[str, str, dict[str, int]]] = field(default_factory=list)
+    #: Replenishment requests dispatched and received: id -> (sku, store, quantity).
+    replenishments: dict[str, tuple[str, str, int]] = field(default_factory=dict)
 
 
 class TradingDay:
@@ -97,6 +105,9 @@ class TradingDay:
         self.skus = [f"{tag}-SKU-{n:04d}" for n in range(size.skus)]
         self.stores = list(STORES[: size.stores])
         self.locations = [WAREHOUSE, *self.stores]
+        #: The store with reorder rules: not one that ships online, so only its own sales,
+        #: returns and voids move its availability.
+        self.replenished = self.stores[-1]
         self._gate = asyncio.Semaphore(size.parallel)
         self._sequence: Counter[Key] = Counter()
 
@@ -126,6 +137,7 @@ class TradingDay:
             self.receive(f"{self.tag}-rc-{loc}", loc, 60 if loc == WAREHOUSE else 12)
             for loc in self.locations
         )
+        await self._all(self.set_rule(sku) for sku in self.skus)
         # The first shoppers fill carts and walk away; their holds run out in the morning.
         # Before any fault, and with a TTL well above a decision's time on a loaded machine:
         # a hold that expires before its reservation is decided is reported held anyway,
@@ -168,7 +180,31 @@ class TradingDay:
                 work.append(self.give_back(store, n, lines))
         await self._all(work)
 
-    PHASES = ("open", "morning", "midday", "afternoon")
+    async def evening(self) -> None:
+        """The warehouse ships what the replenished store asked for; the store receives it.
+        Every SKU the day's sales left at or below its reorder point has one request."""
+        store = self.replenished
+        low = {sku for sku in self.skus if self.available(sku, store) <= REORDER_POINT}
+        replenishment = self.apis["replenishment"]
+        shown: list[dict[str, Any]] = []
+
+        async def requested() -> bool:
+            nonlocal shown
+            rows = await replenishment.get(
+                "/v1/replenishments", status="requested", location_id=store
+            )
+            shown = [r for r in rows if r["sku"] in self.skus]
+            return {r["sku"] for r in shown} >= low
+
+        await eventually(
+            requested, timeout=REQUESTS_DEADLINE_S, interval=0.2, message="replenishments"
+        )
+        skus = [r["sku"] for r in shown]
+        if len(skus) != len(set(skus)):
+            raise PlatformError(f"more than one open request for one SKU: {shown}")
+        await self._all(self.replenish(r["replenishment_id"], r["sku"]) for r in shown)
+
+    PHASES = ("open", "morning", "midday", "afternoon", "evening")
 
     # --- single actions ---------------------------------------------------------------------
 
@@ -186,6 +222,67 @@ class TradingDay:
             self.book.on_hand[sku, location_id] += units
             self.book.received[sku] += units
             self.book.receipts.append((receipt_id, location_id, sku))
+
+    def available(self, sku: str, location_id: str) -> int:
+        key = (sku, location_id)
+        return self.book.on_hand[key] - self.book.held[key] - self.book.committed[key]
+
+    async def set_rule(self, sku: str) -> None:
+        store = self.replenished
+        answer = await self.apis["replenishment"].write(
+            "rule",
+            f"{store}/{sku}",
+            "PUT",
+            f"/v1/rules/{store}/{sku}",
+            {
+                "reorder_point": REORDER_POINT,
+                "order_up_to": ORDER_UP_TO,
+                "lead_time_hours": 24,
+                "source_location_id": WAREHOUSE,
+            },
+        )
+        expect(answer, 200, "reorder rule")
+
+    async def replenish(self, replenishment_id: str, sku: str) -> None:
+        """Dispatch from the warehouse, then (once the truck is on the road, as the stock
+        figures show) the store's receipt naming the request."""
+        store = self.replenished
+        answer = await self.apis["replenishment"].write(
+            "dispatch",
+            replenishment_id,
+            "POST",
+            f"/v1/replenishments/{replenishment_id}/dispatch",
+        )
+        expect(answer, 202, "dispatch")
+        quantity = int(answer.body["quantity"])
+        self.book.on_hand[sku, WAREHOUSE] -= quantity
+        self.book.incoming[sku, store] += quantity
+        inventory = self.apis["inventory"]
+
+        async def on_the_road() -> bool:
+            body = await inventory.get(f"/v1/stock/{sku}")
+            rows = {row["location_id"]: row for row in body["locations"]}
+            return bool(rows.get(store, {}).get("incoming", 0) >= quantity)
+
+        await eventually(on_the_road, timeout=REQUESTS_DEADLINE_S, interval=0.1, message="sent")
+        receipt_id = f"{self.tag}-rc-{replenishment_id}"
+        answer = await inventory.write(
+            "receipt",
+            receipt_id,
+            "POST",
+            "/v1/receipts",
+            {
+                "receipt_id": receipt_id,
+                "location_id": store,
+                "replenishment_id": replenishment_id,
+                "lines": [{"sku": sku, "quantity": quantity}],
+            },
+        )
+        expect(answer, 201, "replenishment receipt")
+        self.book.incoming[sku, store] -= quantity
+        self.book.on_hand[sku, store] += quantity
+        self.book.receipts.append((receipt_id, store, sku))
+        self.book.replenishments[replenishment_id] = (sku, store, quantity)
 
     def _new_cart(self, n: int) -> Cart:
         skus = self.random.sample(self.skus, k=min(len(self.skus), 1 + n % 3))

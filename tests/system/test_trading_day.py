@@ -27,4 +27,5 @@ async def test_a_quiet_trading_day_keeps_every_invariant(
     assert ledger.count("cancel") > 0
     assert ledger.count("release") > 0
     assert any(c.status == "expired" for c in day.book.carts.values())
+    assert day.book.replenishments, "the day's sales opened no replenishment request"
     assert not ledger.transport_errors, f"nothing was down: {ledger.transport_error_kinds}"
