@@ -586,8 +586,8 @@ def baseline_rows(baseline: Mapping[str, Any]) -> list[Row]:
     if rt["stopped_by_budget"]:
         round_trip += f" ({params['round_trip_budget_s']:g} s budget)"
     rows = [
-        Row(round_trip, _ms(rt["ms"]), str(rt["received"])),
-        Row("produce ack (acks=all)", _ms(rt["ack_ms"]), str(rt["sent"])),
+        Row(round_trip, latency_text(rt["ms"]), str(rt["received"])),
+        Row("produce ack (acks=all)", latency_text(rt["ack_ms"]), str(rt["sent"])),
         Row(
             f"produce, {params['concurrency']} in flight",
             _per_s(tput["produce"]),
@@ -643,7 +643,10 @@ def make_console() -> Console:
     return console
 
 
-def _ms(summary: Mapping[str, float]) -> str:
+def latency_text(summary: Mapping[str, float] | None) -> str:
+    """A latency summary as the tables print it ("-" when there were no samples)."""
+    if not summary:
+        return "-"
     return (
         f"p50 {summary['p50']:.1f} · p95 {summary['p95']:.1f} · "
         f"p99 {summary['p99']:.1f} · max {summary['max']:.1f} ms"

@@ -42,6 +42,7 @@ from bench._common import (
     bench_headers,
     broker_baseline,
     latency_summary_ms,
+    latency_text,
     machine_caption,
     machine_facts,
     make_console,
@@ -171,10 +172,6 @@ async def measure(
     }
 
 
-def _ms(s: dict[str, float]) -> str:
-    return f"p50 {s['p50']:.1f} · p95 {s['p95']:.1f} · p99 {s['p99']:.1f} · max {s['max']:.1f} ms"
-
-
 @app.command()
 def main(
     *,
@@ -235,10 +232,10 @@ def main(
             "pos-gateway + inventory": [
                 Row(
                     "sale → visible in GET /v1/stock/{sku}",
-                    _ms(result["sale_to_stock_ms"]),
+                    latency_text(result["sale_to_stock_ms"]),
                     str(sales),
                 ),
-                Row("sale → gateway 201", _ms(result["sale_accepted_ms"]), str(sales)),
+                Row("sale → gateway 201", latency_text(result["sale_accepted_ms"]), str(sales)),
                 Row(
                     f"target p99 ≤ {TARGET_P99_MS:g} ms",
                     "met" if result["target_met"] else "NOT MET",

@@ -42,6 +42,7 @@ from bench._common import (
     bench_headers,
     broker_baseline,
     latency_summary_ms,
+    latency_text,
     machine_caption,
     machine_facts,
     make_console,
@@ -182,10 +183,6 @@ async def measure(
     }
 
 
-def _ms(s: dict[str, float]) -> str:
-    return f"p50 {s['p50']:.1f} · p95 {s['p95']:.1f} · p99 {s['p99']:.1f} · max {s['max']:.1f} ms"
-
-
 @app.command()
 def main(
     *,
@@ -242,7 +239,7 @@ def main(
             "inventory + pos-gateway + replenishment": [
                 Row(
                     "sale → request in GET /v1/replenishments",
-                    _ms(result["sale_to_request_ms"]),
+                    latency_text(result["sale_to_request_ms"]),
                     str(samples - 1),
                 ),
                 Row(
@@ -250,7 +247,7 @@ def main(
                     f"{result['first_sale_to_request_ms']:.1f} ms",
                     "1",
                 ),
-                Row("sale → gateway 201", _ms(result["sale_accepted_ms"]), str(samples)),
+                Row("sale → gateway 201", latency_text(result["sale_accepted_ms"]), str(samples)),
                 Row(
                     f"target p99 ≤ {TARGET_P99_MS:g} ms",
                     "met" if result["target_met"] else "NOT MET",

@@ -70,6 +70,7 @@ from bench._common import (
     expect_status,
     http_client,
     latency_summary_ms,
+    latency_text,
     machine_caption,
     machine_facts,
     make_console,
@@ -715,15 +716,6 @@ async def flash_sale(
 # --- printing ----------------------------------------------------------------------------------
 
 
-def _ms(summary: Mapping[str, float] | None) -> str:
-    if not summary:
-        return "-"
-    return (
-        f"p50 {summary['p50']:.1f} · p95 {summary['p95']:.1f} · "
-        f"p99 {summary['p99']:.1f} · max {summary['max']:.1f} ms"
-    )
-
-
 def _outcomes(figures: Mapping[str, Any]) -> str:
     counts = figures["outcomes"]
     return " · ".join(f"{name} {counts[name]}" for name in OUTCOMES if counts[name])
@@ -734,8 +726,12 @@ def rate_rows(figures: Mapping[str, Any]) -> list[Row]:
     cpu = figures["cpu"]
     generator = next(iter(cpu["cores"].values()), 0.0)
     return [
-        Row("latency from schedule (every answer)", _ms(figures["latency_ms"]), n),
-        Row("latency of 201s", _ms(figures["held_latency_ms"]), str(figures["outcomes"][HELD])),
+        Row("latency from schedule (every answer)", latency_text(figures["latency_ms"]), n),
+        Row(
+            "latency of 201s",
+            latency_text(figures["held_latency_ms"]),
+            str(figures["outcomes"][HELD]),
+        ),
         Row(
             "achieved",
             f"{figures['answers_per_s']:,.0f} answers/s · "
@@ -746,7 +742,7 @@ def rate_rows(figures: Mapping[str, Any]) -> list[Row]:
             f"{figures['reject_rate']:.1%} · {figures['error_rate']:.1%}",
         ),
         Row("outcomes", _outcomes(figures)),
-        Row("generator send lag", _ms(figures["send_lag_ms"]), n),
+        Row("generator send lag", latency_text(figures["send_lag_ms"]), n),
         Row(
             "CPU: generator · service · broker · PostgreSQL · others",
             " · ".join(f"{c:.2f}" for c in cpu["cores"].values())
@@ -828,8 +824,8 @@ def flash_rows(sale: Mapping[str, Any]) -> list[Row]:
         ),
         Row("time to sell out", "-" if sold is None else f"{sold * 1000:,.0f} ms"),
         Row("last answer after", f"{sale['last_answer_s'] * 1000:,.0f} ms"),
-        Row("latency (every answer)", _ms(sale["latency_ms"]), n),
-        Row("latency of 201s", _ms(sale["held_latency_ms"]), str(sale["sold_by_answers"])),
+        Row("latency (every answer)", latency_text(sale["latency_ms"]), n),
+        Row("latency of 201s", latency_text(sale["held_latency_ms"]), str(sale["sold_by_answers"])),
         Row("outcomes", _outcomes(sale)),
         Row(
             "stock after: on hand · held · available",

@@ -52,6 +52,7 @@ from bench._common import (
     cpu_rows,
     expect_status,
     latency_summary_ms,
+    latency_text,
     machine_caption,
     machine_facts,
     make_console,
@@ -244,9 +245,13 @@ async def final_figures(
 def phase_rows(phase: Mapping[str, Any]) -> list[Row]:
     n = str(phase["samples"])
     rows = [
-        Row("accepted → visible", _ms(phase["accepted_to_visible_ms"]), str(phase["visible"])),
-        Row("sent → visible", _ms(phase["sent_to_visible_ms"]), str(phase["visible"])),
-        Row("accept (2xx / ack)", _ms(phase["accept_ms"]), n),
+        Row(
+            "accepted → visible",
+            latency_text(phase["accepted_to_visible_ms"]),
+            str(phase["visible"]),
+        ),
+        Row("sent → visible", latency_text(phase["sent_to_visible_ms"]), str(phase["visible"])),
+        Row("accept (2xx / ack)", latency_text(phase["accept_ms"]), n),
         Row(
             "stock query (poll granularity) · polls per sample",
             f"{phase['poll_ms'] or 0:.1f} ms · {phase['polls_per_sample']:.1f}",
@@ -274,15 +279,6 @@ def phase_rows(phase: Mapping[str, Any]) -> list[Row]:
         )
     )
     return rows
-
-
-def _ms(summary: Mapping[str, float] | None) -> str:
-    if not summary:
-        return "-"
-    return (
-        f"p50 {summary['p50']:.1f} · p95 {summary['p95']:.1f} · "
-        f"p99 {summary['p99']:.1f} · max {summary['max']:.1f} ms"
-    )
 
 
 app = typer.Typer(add_completion=False)
