@@ -57,15 +57,21 @@ class Ledger:
     acknowledged: dict[tuple[str, str], int] = field(default_factory=dict)
     #: Answers per (endpoint, status), retries included.
     answers: Counter[tuple[str, int]] = field(default_factory=Counter)
-    #: Transport failures per endpoint (connection refused or reset: a service is down).
-    transport_errors: Counter[str] = field(default_factory=Counter)
-    #: The same, by (endpoint, exception): a refused connection means a service was down,
-    #: a reset or a timeout on a quiet platform is a defect.
+    #: Transport failures by (endpoint, exception): a refused connection means a service
+    #: was down, a reset or a timeout on a quiet platform is a defect.
     transport_error_kinds: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: Seconds to the definitive answer, per endpoint.
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     #: Every 503 seen: (endpoint, seconds the answer took, its Retry-After).
     unavailable: list[tuple[str, float, str | None]] = field(default_factory=list)
+
+    @property
+    def transport_errors(self) -> Counter[str]:
+        """Transport failures per endpoint."""
+        per_endpoint: Counter[str] = Counter()
+        for (endpoint, _), count in self.transport_error_kinds.items():
+            per_endpoint[endpoint] += count
+        return per_endpoint
 
     def acknowledge(self, what: str, key: str, status: int) -> None:
         self.acknowledged[what, key] = status
@@ -134,7 +140,6 @@ class Api:
                 sent = time.perf_counter()
                 response = await self.once(method, path, **kwargs)
             except httpx.TransportError as error:
-                self.ledger.transport_errors[endpoint] += 1
                 self.ledger.transport_error_kinds[endpoint, type(error).__name__] += 1
             else:
                 took = time.perf_counter() - sent

@@ -18,6 +18,7 @@ import uvicorn
 
 from omnistock.devstack.credentials import admin_headers
 from omnistock.devstack.waiting import eventually
+from omnistock.events.service import DEFAULT_KEEP_ALIVE_S
 
 
 def free_port() -> int:
@@ -41,8 +42,8 @@ async def serving(
             port=port,
             log_level="warning",
             lifespan="on",
-            # As in production (omnistock.events.service): the client closes idle first.
-            timeout_keep_alive=75,
+            # As in production: the client closes idle connections first.
+            timeout_keep_alive=DEFAULT_KEEP_ALIVE_S,
         )
     )
     task = asyncio.create_task(server.serve())

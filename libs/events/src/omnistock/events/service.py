@@ -21,6 +21,12 @@ from omnistock.events import tracing
 from omnistock.events.logs import configure_logging
 
 ENTRY_POINT_GROUP = "omnistock.services"
+#: Seconds an idle HTTP connection stays open (``HTTP_KEEP_ALIVE_S`` overrides it). Longer
+#: than the idle timeout of the clients and load balancers in front (60 s is common): the
+#: side that closes an idle connection first must be the client, or a request sent on it
+#: as the server closes it is lost in transit (uvicorn's default of 5 s equals httpx's
+#: pool expiry and made exactly that race).
+DEFAULT_KEEP_ALIVE_S = 75
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +76,7 @@ def main(
         log_level=log_level.lower(),
         # Kubernetes and the dev stack send SIGTERM; consumers need time to commit and leave.
         timeout_graceful_shutdown=20,
-        # Longer than the idle timeout of the clients and load balancers in front (60 s is
-        # common): the side that closes an idle connection first must be the client, or a
-        # request sent on it as the server closes it is lost in transit (uvicorn's default
-        # of 5 s equals httpx's pool expiry and made exactly that race).
-        timeout_keep_alive=int(os.environ.get("HTTP_KEEP_ALIVE_S", "75")),
+        timeout_keep_alive=int(os.environ.get("HTTP_KEEP_ALIVE_S", DEFAULT_KEEP_ALIVE_S)),
         # Consumer hops were seen taking 100-500 ms under uvloop in a first measurement and
         # milliseconds on the standard loop; bench/ re-measures this before it changes.
         loop="asyncio",
