@@ -244,12 +244,9 @@ class ConsumerRunner:
                 async with self._batch_lock:
                     failed = await self._handle(consumer, ready)
                 if failed:
-                    failures += 1
-                    delay = min(
-                        self.retry_backoff_s * 2 ** (failures - 1), self.max_retry_backoff_s
-                    )
                     # Backoff before retrying a failed batch; stop() still ends it promptly.
-                    await self._pause(delay)
+                    await self._pause(self._backoff(failures))
+                    failures += 1
                 else:
                     failures = 0
             self._update_lag(consumer)
@@ -371,7 +368,7 @@ class ConsumerRunner:
         for tp in partitions:
             self._parked[tp] = first
         if not self._park_tries:
-            self._unpark_at = time.monotonic() + self.retry_backoff_s
+            self._unpark_at = time.monotonic() + self._backoff(0)
 
     async def _unpark(self, consumer: AIOKafkaConsumer) -> None:
         """One try at restoring every parked partition; the ones that fail again wait longer."""
@@ -382,11 +379,13 @@ class ConsumerRunner:
                 log.info("%s: %s restored", self.group_id, tp)
         if self._parked:
             self._park_tries += 1
-            self._unpark_at = time.monotonic() + min(
-                self.retry_backoff_s * 2**self._park_tries, self.max_retry_backoff_s
-            )
+            self._unpark_at = time.monotonic() + self._backoff(self._park_tries)
         else:
             self._park_tries = 0
+
+    def _backoff(self, tries_before: int) -> float:
+        """Seconds to wait before the next try, doubling from retry_backoff_s to the cap."""
+        return min(self.retry_backoff_s * 2**tries_before, self.max_retry_backoff_s)
 
     async def _handle_one(self, record: ConsumerRecord[bytes, bytes]) -> None:
         position = Position(record.topic, record.partition, record.offset)
