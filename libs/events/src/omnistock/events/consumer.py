@@ -385,7 +385,7 @@ class ConsumerRunner:
 
     def _backoff(self, tries_before: int) -> float:
         """Seconds to wait before the next try, doubling from retry_backoff_s to the cap."""
-        return min(self.retry_backoff_s * 2**tries_before, self.max_retry_backoff_s)
+        return min(self.retry_backoff_s * 2.0**tries_before, self.max_retry_backoff_s)
 
     async def _handle_one(self, record: ConsumerRecord[bytes, bytes]) -> None:
         position = Position(record.topic, record.partition, record.offset)
