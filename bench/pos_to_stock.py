@@ -8,10 +8,10 @@ sharing one topic prefix, each with its own database; ``KAFKA_BOOTSTRAP_SERVERS`
 ``DATABASE_URL`` when set, else an embedded broker and PostgreSQL), measures the raw
 broker baseline first, then:
 
-* **sale → stock**: one sale at a time, each of a SKU never sold before; the time
-  from sending the POST until ``GET /v1/stock/{sku}`` on the inventory service first
-  shows it at the store (polled back to back, so the figure includes up to one
-  query's time of polling granularity). Target: p99 ≤ 100 ms.
+* **sale → stock**: one sale at a time, each of a SKU of its own that the store has on
+  the shelf; the time from sending the POST until ``GET /v1/stock/{sku}`` on the
+  inventory service first shows the unit gone (polled back to back, so the figure
+  includes up to one query's time of polling granularity). Target: p99 ≤ 100 ms.
 * **batch ingestion**: ``--batches`` batches of ``--batch-size`` sales, ``--concurrency``
   requests in flight; transactions/s until the last answer (all accepted, in the log),
   and until inventory has applied them all (a marker sale written last is visible).
@@ -34,27 +34,39 @@ import httpx
 import typer
 
 from bench._common import (
+    HttpClient,
     JsonOutOption,
+    Location,
     PayloadBytesOption,
     Row,
     RunningService,
     baseline_rows,
     bench_headers,
     broker_baseline,
+    expect_status,
     latency_summary_ms,
     latency_text,
     machine_caption,
     machine_facts,
     make_console,
     print_table,
+    receive_stock,
+    register_locations,
     resolve_broker,
     run_service,
+    settle,
     write_result,
 )
 from omnistock.events.envelope import utcnow
+from omnistock.events.topics import INVENTORY_STOCK
+from omnistock.inventory.handlers import STOCK_GROUP
 
 NAME: Final = "pos_to_stock"
-STORE: Final = "store-bench"
+STORE: Final = Location("store-bench", "store", False)
+#: Units of each SKU on the shelf before its first sale.
+OPENING_UNITS: Final = 5
+#: The batch phase's sales spread over this many SKUs.
+BATCH_SKUS: Final = 500
 TARGET_P99_MS: Final = 100.0
 #: Polling the stock query for a sale that never shows means something is broken.
 VISIBLE_TIMEOUT_S: Final = 10.0
@@ -65,7 +77,7 @@ app = typer.Typer(add_completion=False)
 def _sale(transaction_id: str, sequence: int, sku: str, terminal: str) -> dict[str, Any]:
     return {
         "transaction_id": transaction_id,
-        "store_id": STORE,
+        "store_id": STORE.location_id,
         "terminal_id": terminal,
         "sequence": sequence,
         "occurred_at": (utcnow() - timedelta(seconds=1)).isoformat(),
@@ -74,19 +86,33 @@ def _sale(transaction_id: str, sequence: int, sku: str, terminal: str) -> dict[s
     }
 
 
-async def _visible(inventory: httpx.AsyncClient, sku: str) -> None:
+def _on_hand(stock: dict[str, Any]) -> int:
+    return next(
+        (
+            int(row["on_hand"])
+            for row in stock["locations"]
+            if row["location_id"] == STORE.location_id
+        ),
+        0,
+    )
+
+
+async def _sold(inventory: HttpClient, sku: str) -> None:
+    """Poll the stock query back to back until the store shows one unit of ``sku`` sold."""
+    query = inventory.prepare("GET", f"/v1/stock/{sku}")
     deadline = time.perf_counter() + VISIBLE_TIMEOUT_S
     while time.perf_counter() < deadline:
-        response = await inventory.get(f"/v1/stock/{sku}")
-        response.raise_for_status()
-        if any(row["location_id"] == STORE for row in response.json()["locations"]):
+        if (
+            _on_hand(expect_status(await inventory.send(query), 200, f"stock of {sku}"))
+            < OPENING_UNITS
+        ):
             return
     raise RuntimeError(f"sale of {sku} not visible in the stock query after {VISIBLE_TIMEOUT_S}s")
 
 
 async def measure(
     gateway_url: str,
-    inventory_url: str,
+    inventory: RunningService,
     *,
     sales: int,
     batches: int,
@@ -94,25 +120,38 @@ async def measure(
     concurrency: int,
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
-    limits = httpx.Limits(max_connections=concurrency + 2)
+    warm = [f"WARM-{run}-{n}" for n in range(3)]
+    timed = [f"LAT-{run}-{n}" for n in range(sales)]
+    marker = f"MARK-{run}"
+    batch_skus = [f"TP-{run}-{i}" for i in range(min(batch_size, BATCH_SKUS))]
+    total = batches * batch_size
     async with (
         httpx.AsyncClient(
-            base_url=gateway_url, timeout=30, limits=limits, headers=bench_headers()
+            base_url=gateway_url,
+            timeout=30,
+            limits=httpx.Limits(max_connections=concurrency + 2),
+            headers=bench_headers(),
         ) as gateway,
-        httpx.AsyncClient(base_url=inventory_url, timeout=30, headers=bench_headers()) as inventory,
+        HttpClient(inventory.url, max_connections=1, timeout_s=VISIBLE_TIMEOUT_S) as query,
     ):
+        # Stores sell what they have: every SKU is on the shelf before the first sale, so a
+        # sale is one movement, as in a shop (a sale below zero adds a discrepancy event).
+        await register_locations(query, [STORE])
+        opening = dict.fromkeys([*warm, *timed, marker], OPENING_UNITS)
+        opening |= dict.fromkeys(batch_skus, -(-total // len(batch_skus)) + OPENING_UNITS)
+        await receive_stock(query, STORE.location_id, opening, receipt_prefix=f"open-{run}")
+        await settle(inventory.kafka, {STOCK_GROUP: [INVENTORY_STOCK]})
+
         # Warm-up: connections, metadata, the translator's first fetch.
-        for n in range(3):
-            sku = f"WARM-{run}-{n}"
+        for n, sku in enumerate(warm):
             (
                 await gateway.post("/v1/pos/transactions", json=_sale(f"w-{run}-{n}", n, sku, "tw"))
             ).raise_for_status()
-            await _visible(inventory, sku)
+            await _sold(query, sku)
 
         latencies: list[float] = []
         accept: list[float] = []
-        for n in range(sales):
-            sku = f"LAT-{run}-{n}"
+        for n, sku in enumerate(timed):
             started = time.perf_counter()
             response = await gateway.post(
                 "/v1/pos/transactions", json=_sale(f"l-{run}-{n}", n, sku, "tl")
@@ -120,13 +159,18 @@ async def measure(
             accept.append(time.perf_counter() - started)
             if response.status_code != 201:
                 raise RuntimeError(f"sale answered {response.status_code}: {response.text}")
-            await _visible(inventory, sku)
+            await _sold(query, sku)
             latencies.append(time.perf_counter() - started)
 
         bodies = [
             {
                 "transactions": [
-                    _sale(f"t-{run}-{b}-{i}", b * batch_size + i, f"TP-{i % 500}", "tb")
+                    _sale(
+                        f"t-{run}-{b}-{i}",
+                        b * batch_size + i,
+                        batch_skus[i % len(batch_skus)],
+                        "tb",
+                    )
                     for i in range(batch_size)
                 ]
             }
@@ -145,13 +189,11 @@ async def measure(
         started = time.perf_counter()
         await asyncio.gather(*(post(body) for body in bodies))
         answered = time.perf_counter() - started
-        marker = f"MARK-{run}"
         (
             await gateway.post("/v1/pos/transactions", json=_sale(f"m-{run}", 0, marker, "tm"))
         ).raise_for_status()
-        await _visible(inventory, marker)
+        await _sold(query, marker)
         applied = time.perf_counter() - started
-    total = batches * batch_size
     if accepted != total:
         raise RuntimeError(f"{accepted} of {total} batch transactions accepted")
     p99 = latency_summary_ms(latencies)["p99"]
@@ -271,7 +313,7 @@ def _run(
     return asyncio.run(
         measure(
             gateway.url,
-            inventory.url,
+            inventory,
             sales=sales,
             batches=batches,
             batch_size=batch_size,

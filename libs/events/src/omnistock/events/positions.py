@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from omnistock.events.admin import cluster_id
 from omnistock.events.offsets import end_offsets
 from omnistock.events.settings import KafkaSettings
+from omnistock.events.sqlbatch import upsert
 
 #: Tables of the shared plumbing; each service adds them to its own database.
 PLUMBING = MetaData()
@@ -60,6 +61,21 @@ async def load_positions(connection: AsyncConnection, consumer: str) -> StoredPo
     )
 
 
+def position_rows(
+    consumer: str, offsets: Mapping[TopicPartition, int], log_id: str
+) -> list[dict[str, object]]:
+    return [
+        {
+            "consumer": consumer,
+            "topic": tp.topic,
+            "partition": tp.partition,
+            "next_offset": offset,
+            "log_id": log_id,
+        }
+        for tp, offset in offsets.items()
+    ]
+
+
 async def save_positions(
     connection: AsyncConnection,
     consumer: str,
@@ -68,24 +84,19 @@ async def save_positions(
 ) -> None:
     if not offsets:
         return
-    statement = insert(consumer_positions).values(
-        [
-            {
-                "consumer": consumer,
-                "topic": tp.topic,
-                "partition": tp.partition,
-                "next_offset": offset,
-                "log_id": log_id,
-            }
-            for tp, offset in offsets.items()
-        ]
-    )
+    statement = insert(consumer_positions).values(position_rows(consumer, offsets, log_id))
     await connection.execute(
         statement.on_conflict_do_update(
             index_elements=["consumer", "topic", "partition"],
             set_={"next_offset": statement.excluded.next_offset, "log_id": log_id},
         )
     )
+
+
+#: :func:`save_positions` as a part of one statement (:mod:`omnistock.events.sqlbatch`).
+POSITIONS_UPSERT = upsert(
+    consumer_positions, key=("consumer", "topic", "partition"), update=("next_offset", "log_id")
+)
 
 
 async def log_end_offsets(

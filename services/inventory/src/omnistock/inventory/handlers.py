@@ -53,7 +53,7 @@ from omnistock.events.envelope import Envelope, Event, derived_id
 from omnistock.events.fold import Fold
 from omnistock.events.locations import LocationsView as SharedLocationsView
 from omnistock.events.offsets import end_offsets
-from omnistock.events.positions import consumer_positions, save_positions
+from omnistock.events.positions import consumer_positions, position_rows, save_positions
 from omnistock.events.producer import EventProducer
 from omnistock.events.relay import Relay
 from omnistock.events.settings import KafkaSettings
@@ -151,6 +151,8 @@ class StockOwner:
         self.kafka = kafka
         self.producer = producer
         self.engine = engine
+        #: For writes that are one statement, atomic by themselves.
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.log_id = log_id
         self.snapshot_every = snapshot_every
         self.expiry_interval_s = expiry_interval_s
@@ -376,24 +378,29 @@ class StockOwner:
             levels.extend(part.levels.values())
             movements.extend(part.movements)
             part.sends, part.levels, part.movements = [], {}, []
+        # A position must never pass an event whose follow-ups could still be lost.
         await asyncio.gather(*sends)
-        due = [(part, n) for part, n in parts if part.since_snapshot >= self.snapshot_every]
-        async with self.engine.begin() as connection:
-            await rm.upsert_levels(connection, levels)
-            await rm.insert_movements(connection, movements)
-            await save_positions(connection, STOCK_GROUP, next_offsets, self.log_id)
-            await rm.record_progress(
-                connection, [(part.tp.partition, n, part.last_event_at) for part, n in parts]
+        async with self.autocommit.connect() as connection:
+            await rm.write_stock_batch(
+                connection,
+                levels=levels,
+                movements=movements,
+                positions=position_rows(STOCK_GROUP, next_offsets, self.log_id),
+                progress=[(part.tp.partition, n, part.last_event_at) for part, n in parts],
             )
-            for part, next_offset in due:
-                await rm.save_snapshot(
-                    connection,
-                    consumer=STOCK_GROUP,
-                    tp=part.tp,
-                    next_offset=next_offset,
-                    log_id=self.log_id,
-                    state=part.fold.snapshot(),
-                )
+        due = [(part, n) for part, n in parts if part.since_snapshot >= self.snapshot_every]
+        if due:
+            # Apart from the rows: a snapshot only shortens a restart, whichever it is.
+            async with self.engine.begin() as connection:
+                for part, next_offset in due:
+                    await rm.save_snapshot(
+                        connection,
+                        consumer=STOCK_GROUP,
+                        tp=part.tp,
+                        next_offset=next_offset,
+                        log_id=self.log_id,
+                        state=part.fold.snapshot(),
+                    )
         for part, next_offset in parts:
             part.rows_from = max(part.rows_from, next_offset)
             part.relay_from = max(part.relay_from, next_offset)

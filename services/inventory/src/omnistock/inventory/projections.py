@@ -30,6 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from omnistock.events import sqlbatch
+from omnistock.events.positions import POSITIONS_UPSERT, consumer_positions
 from omnistock.events.readmodel import read_model_metadata
 
 log = logging.getLogger(__name__)
@@ -139,21 +141,6 @@ def _upsert(table: Table, key: Sequence[str], updated: Sequence[str]) -> Insert:
     )
 
 
-_UPSERT_LEVELS = _upsert(
-    stock_levels,
-    ("sku", "location_id"),
-    (
-        "on_hand",
-        "held",
-        "committed",
-        "unsellable",
-        "incoming",
-        "safety_stock",
-        "available",
-        "partition",
-        "updated_at",
-    ),
-)
 _UPSERT_RESERVATIONS = _upsert(
     reservations,
     ("reservation_id",),
@@ -168,41 +155,53 @@ _UPSERT_RESERVATIONS = _upsert(
         "updated_at",
     ),
 )
-_INSERT_MOVEMENTS = insert(stock_movements).on_conflict_do_nothing()
-_progress = insert(stock_progress)
-_RECORD_PROGRESS = _progress.on_conflict_do_update(
-    index_elements=["partition"],
-    set_={
-        "next_offset": _progress.excluded.next_offset,
-        "last_event_at": func.coalesce(
-            _progress.excluded.last_event_at, stock_progress.c.last_event_at
-        ),
-        "written_at": _progress.excluded.written_at,
-    },
+#: A stock owner's whole unit of work after a poll: levels, movements, its consumer
+#: positions and each partition's progress.
+_WRITE_STOCK_BATCH = sqlbatch.one_statement(
+    sqlbatch.upsert(
+        stock_levels,
+        key=("sku", "location_id"),
+        update=[c.name for c in stock_levels.columns if not c.primary_key],
+    ),
+    sqlbatch.upsert(stock_movements),
+    POSITIONS_UPSERT,
+    sqlbatch.upsert(
+        stock_progress,
+        key=("partition",),
+        update={
+            "next_offset": "excluded.next_offset",
+            "last_event_at": "coalesce(excluded.last_event_at, stock_progress.last_event_at)",
+            "written_at": "excluded.written_at",
+        },
+    ),
 )
 
 
-async def upsert_levels(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        await connection.execute(_UPSERT_LEVELS, list(rows))
-
-
-async def record_progress(
-    connection: AsyncConnection, progress: Sequence[tuple[int, int, datetime | None]]
+async def write_stock_batch(
+    connection: AsyncConnection,
+    *,
+    levels: Sequence[Mapping[str, Any]],
+    movements: Sequence[Mapping[str, Any]],
+    positions: Sequence[Mapping[str, Any]],
+    progress: Sequence[tuple[int, int, datetime | None]],
 ) -> None:
-    """Per partition: (partition, next_offset, time of the last event folded)."""
+    """Write it all in one statement; ``progress`` per partition is (partition, next
+    offset, time of the last event folded). Atomic on its own: run it under autocommit."""
     now = datetime.now(UTC)
-    rows = [
-        {"partition": p, "next_offset": n, "last_event_at": at, "written_at": now}
-        for p, n, at in progress
-    ]
-    if rows:
-        await connection.execute(_RECORD_PROGRESS, rows)
-
-
-async def insert_movements(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        await connection.execute(_INSERT_MOVEMENTS, list(rows))
+    await connection.execute(
+        _WRITE_STOCK_BATCH,
+        sqlbatch.rows(
+            {
+                stock_levels: levels,
+                stock_movements: movements,
+                consumer_positions: positions,
+                stock_progress: [
+                    {"partition": p, "next_offset": n, "last_event_at": at, "written_at": now}
+                    for p, n, at in progress
+                ],
+            }
+        ),
+    )
 
 
 async def upsert_reservations(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
