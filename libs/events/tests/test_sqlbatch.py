@@ -47,7 +47,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(database_url)
     async with engine.begin() as connection:
         await connection.run_sync(metadata.create_all)
-    yield engine.execution_options(isolation_level="AUTOCOMMIT")
+    yield sqlbatch.autocommit(engine)
     await engine.dispose()
 
 

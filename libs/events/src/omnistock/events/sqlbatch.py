@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Table, TextClause, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 _quote = _DIALECT.identifier_preparer.quote
@@ -62,3 +63,9 @@ def one_statement(*writes: str) -> TextClause:
 def rows(tables: Mapping[Table, Sequence[Mapping[str, Any]]]) -> dict[str, str]:
     """The statement's parameters: each table's rows, as JSON (datetimes in ISO 8601)."""
     return {table.name: orjson.dumps(list(values)).decode() for table, values in tables.items()}
+
+
+def autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """``engine`` for statements that are atomic by themselves: no BEGIN or COMMIT round
+    trip around them (the pool is shared)."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")

@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from omnistock.events import tracing
+from omnistock.events import sqlbatch, tracing
 from omnistock.events.catalogue import (
     CommitmentCancelled,
     HoldExpired,
@@ -53,7 +53,7 @@ from omnistock.events.envelope import Envelope, Event, derived_id
 from omnistock.events.fold import Fold
 from omnistock.events.locations import LocationsView as SharedLocationsView
 from omnistock.events.offsets import end_offsets
-from omnistock.events.positions import consumer_positions, position_rows, save_positions
+from omnistock.events.positions import consumer_positions, position_rows
 from omnistock.events.producer import EventProducer
 from omnistock.events.relay import Relay
 from omnistock.events.settings import KafkaSettings
@@ -151,8 +151,7 @@ class StockOwner:
         self.kafka = kafka
         self.producer = producer
         self.engine = engine
-        #: For writes that are one statement, atomic by themselves.
-        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.autocommit = sqlbatch.autocommit(engine)
         self.log_id = log_id
         self.snapshot_every = snapshot_every
         self.expiry_interval_s = expiry_interval_s
@@ -472,6 +471,7 @@ class ReservationCoordinator:
         self.kafka = kafka
         self.producer = producer
         self.engine = engine
+        self.autocommit = sqlbatch.autocommit(engine)
         self.log_id = log_id
         self.parts: dict[TopicPartition, _SagaPartition] = {}
         self.ready = asyncio.Event()
@@ -589,9 +589,12 @@ class ReservationCoordinator:
         await asyncio.gather(*follow_ups)
         for tp in next_offsets:
             self.parts[tp].traces.clear()
-        async with self.engine.begin() as connection:
-            await rm.upsert_reservations(connection, rows)
-            await save_positions(connection, RESERVATIONS_GROUP, next_offsets, self.log_id)
+        async with self.autocommit.connect() as connection:
+            await rm.write_reservations_batch(
+                connection,
+                rows=rows,
+                positions=position_rows(RESERVATIONS_GROUP, next_offsets, self.log_id),
+            )
         for tp, next_offset in next_offsets.items():
             part = self.parts[tp]
             part.rows_from = max(part.rows_from, next_offset)

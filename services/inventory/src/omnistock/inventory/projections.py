@@ -27,7 +27,7 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from omnistock.events import sqlbatch
@@ -132,28 +132,15 @@ def level_row(
     }
 
 
-def _upsert(table: Table, key: Sequence[str], updated: Sequence[str]) -> Insert:
-    # Built once: the consumers write after every poll, and building and hashing the
-    # statement each time was a measurable share of the owner's CPU.
-    statement = insert(table)
-    return statement.on_conflict_do_update(
-        index_elements=list(key), set_={c: statement.excluded[c] for c in updated}
-    )
-
-
-_UPSERT_RESERVATIONS = _upsert(
-    reservations,
-    ("reservation_id",),
-    (
-        "status",
-        "channel",
-        "lines",
-        "requested_lines",
-        "expires_at",
-        "order_id",
-        "request_fingerprint",
-        "updated_at",
+#: A reservation coordinator's unit of work after a poll: the sagas it moved and its
+#: consumer positions.
+_WRITE_RESERVATIONS_BATCH = sqlbatch.one_statement(
+    sqlbatch.upsert(
+        reservations,
+        key=("reservation_id",),
+        update=[c.name for c in reservations.columns if not c.primary_key],
     ),
+    POSITIONS_UPSERT,
 )
 #: A stock owner's whole unit of work after a poll: levels, movements, its consumer
 #: positions and each partition's progress.
@@ -204,9 +191,17 @@ async def write_stock_batch(
     )
 
 
-async def upsert_reservations(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        await connection.execute(_UPSERT_RESERVATIONS, list(rows))
+async def write_reservations_batch(
+    connection: AsyncConnection,
+    *,
+    rows: Sequence[Mapping[str, Any]],
+    positions: Sequence[Mapping[str, Any]],
+) -> None:
+    """Write both in one statement, atomic on its own: run it under autocommit."""
+    await connection.execute(
+        _WRITE_RESERVATIONS_BATCH,
+        sqlbatch.rows({reservations: rows, consumer_positions: positions}),
+    )
 
 
 async def save_snapshot(
