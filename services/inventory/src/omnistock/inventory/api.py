@@ -693,22 +693,19 @@ async def stock_of_sku(
     if consistent_with:
         await wait_until_visible(deps, consistent_with)
     async with deps.engine.connect() as connection:
+        # One statement, so ``as_of`` is the progress of the very rows it dates.
         rows = (
             await connection.execute(
-                select(rm.stock_levels)
+                select(rm.stock_levels, rm.stock_progress.c.last_event_at)
+                .outerjoin(
+                    rm.stock_progress,
+                    rm.stock_progress.c.partition == rm.stock_levels.c.partition,
+                )
                 .where(rm.stock_levels.c.sku == sku)
                 .order_by(rm.stock_levels.c.location_id)
             )
         ).all()
-        as_of = None
-        if rows:
-            as_of = (
-                await connection.execute(
-                    select(rm.stock_progress.c.last_event_at).where(
-                        rm.stock_progress.c.partition == rows[0].partition
-                    )
-                )
-            ).scalar_one_or_none()
+    as_of = rows[0].last_event_at if rows else None
     origin = deps.locations.locations.get(near) if near else None
     located: list[LocationStock] = []
     for row in rows:

@@ -12,6 +12,7 @@ from datetime import datetime
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from omnistock.events import sqlbatch
 from omnistock.events.admin import cluster_id
 from omnistock.events.envelope import utcnow
 from omnistock.events.http import Health, create_app
@@ -71,7 +72,9 @@ def create_inventory_app(
         )
         coordinator = ReservationCoordinator(settings.kafka, producer, engine, log_id=log_id)
         translator = Translator(settings.kafka, producer)
-        app.state.inventory = Inventory(settings, producer, engine, locations, outcomes)
+        # The API only reads, one statement at a time: no BEGIN/ROLLBACK round trips.
+        reads = sqlbatch.autocommit(engine)
+        app.state.inventory = Inventory(settings, producer, reads, locations, outcomes)
         app.state.components = {"owner": owner, "coordinator": coordinator}
         # Group joins take a while on some brokers; they do not depend on each other.
         await asyncio.gather(
