@@ -43,6 +43,14 @@ async def test_reservation_lifecycle(inventory: httpx.AsyncClient) -> None:
     position = await receive(inventory, "rc-2", "store-berlin", SKU_1=2)
     seen = await stock(inventory, "SKU-1", consistent_with=position)
     assert seen["totals"]["available"] == 7  # read-your-writes: visible at once
+    # How fresh the rows are: the time of the last event folded into their partition.
+    assert seen["as_of"] is not None
+    assert (await stock(inventory, "SKU-UNKNOWN")) == {
+        "sku": "SKU-UNKNOWN",
+        "totals": {f: 0 for f in seen["totals"]},
+        "locations": [],
+        "as_of": None,
+    }
 
     held = await reserve(
         inventory,
