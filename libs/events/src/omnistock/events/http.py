@@ -14,7 +14,7 @@ from asyncpg.exceptions import (
     PostgresConnectionError,
     TooManyConnectionsError,
 )
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -28,6 +28,21 @@ from omnistock.events.producer import BrokerUnavailable
 from omnistock.events.settings import AuthSettings
 
 log = logging.getLogger(__name__)
+
+
+def app_state(attribute: str) -> Any:
+    """A route dependency: what the app's lifespan put in ``app.state.<attribute>``.
+
+    Annotate its type where it is used: ``Annotated[Inventory, app_state("inventory")]``.
+    It is ``async`` because FastAPI runs a plain ``def`` dependency in its thread pool:
+    a thread hop on every request, for one attribute lookup.
+    """
+
+    async def dependency(request: Request) -> Any:
+        return getattr(request.app.state, attribute)
+
+    return Depends(dependency)
+
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://omnistock.io/problems/"

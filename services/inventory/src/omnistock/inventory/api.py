@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -46,7 +46,7 @@ from omnistock.events.catalogue import (
     StockReceived,
 )
 from omnistock.events.envelope import Envelope, Event, Position, derived_id, utcnow
-from omnistock.events.http import FieldError, Problem, ProblemDetails
+from omnistock.events.http import FieldError, Problem, ProblemDetails, app_state
 from omnistock.events.outcomes import Outcomes
 from omnistock.events.positions import consumer_positions
 from omnistock.events.producer import EventProducer
@@ -69,12 +69,7 @@ class Inventory:
     outcomes: Outcomes
 
 
-def inventory(request: Request) -> Inventory:
-    state: Inventory = request.app.state.inventory
-    return state
-
-
-Deps = Annotated[Inventory, Depends(inventory)]
+Deps = Annotated[Inventory, app_state("inventory")]
 router = APIRouter(prefix="/v1")
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from aiokafka import TopicPartition
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,7 +26,7 @@ from omnistock.events.catalogue import (
     OrderRejected,
 )
 from omnistock.events.envelope import Envelope, Event, derived_id
-from omnistock.events.http import FieldError, Problem, ProblemDetails
+from omnistock.events.http import FieldError, Problem, ProblemDetails, app_state
 from omnistock.events.outcomes import Outcomes
 from omnistock.events.positions import consumer_positions
 from omnistock.events.producer import EventProducer
@@ -61,12 +61,7 @@ class Orders:
         return lock
 
 
-def orders_deps(request: Request) -> Orders:
-    state: Orders = request.app.state.orders
-    return state
-
-
-Deps = Annotated[Orders, Depends(orders_deps)]
+Deps = Annotated[Orders, app_state("orders")]
 router = APIRouter(prefix="/v1", tags=["orders"])
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {

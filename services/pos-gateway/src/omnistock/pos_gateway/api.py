@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from omnistock.events.auth import Principal, require, require_store
 from omnistock.events.catalogue import Identifier
 from omnistock.events.envelope import Envelope, Event
-from omnistock.events.http import FieldError, Problem, ProblemDetails
+from omnistock.events.http import FieldError, Problem, ProblemDetails, app_state
 from omnistock.events.producer import EventProducer
 from omnistock.pos_gateway import metrics
 from omnistock.pos_gateway import projections as rm
@@ -46,12 +46,7 @@ class PosGateway:
     clock: Callable[[], datetime]
 
 
-def gateway(request: Request) -> PosGateway:
-    deps: PosGateway = request.app.state.pos_gateway
-    return deps
-
-
-Deps = Annotated[PosGateway, Depends(gateway)]
+Deps = Annotated[PosGateway, app_state("pos_gateway")]
 
 Status = Literal["accepted", "duplicate", "rejected"]
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,7 +25,7 @@ from omnistock.events.catalogue import (
     ReplenishmentDispatched,
 )
 from omnistock.events.envelope import derived_id, utcnow
-from omnistock.events.http import FieldError, Problem, ProblemDetails
+from omnistock.events.http import FieldError, Problem, ProblemDetails, app_state
 from omnistock.events.locations import LocationsView
 from omnistock.events.producer import EventProducer
 from omnistock.replenishment import projections as rm
@@ -43,12 +43,7 @@ class Replenishment:
     locations: LocationsView
 
 
-def replenishment_deps(request: Request) -> Replenishment:
-    state: Replenishment = request.app.state.replenishment
-    return state
-
-
-Deps = Annotated[Replenishment, Depends(replenishment_deps)]
+Deps = Annotated[Replenishment, app_state("replenishment")]
 #: Rules, requests and suggestions are read by staff and merchandisers alike.
 READ = require("stock:read", "rules:write")
 #: Every route hangs off this router, so an authentication dependency can be attached once.
