@@ -2,7 +2,7 @@
 
 * :class:`StockOwner`: the consumer-group member owning some ``inventory.stock``
   partitions. It folds them (the fold decides holds), keeps the read model and
-  its position in one transaction, relays each decision to
+  its position in one atomic statement, relays each decision to
   ``inventory.reservations``, and writes the time-driven events (expiries) under
   its ownership epoch.
 * :class:`ReservationCoordinator`: owns ``inventory.reservations`` partitions and

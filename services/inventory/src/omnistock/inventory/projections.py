@@ -1,7 +1,7 @@
 """The inventory read model in PostgreSQL: rows derived from the log, nothing else.
 
 Every table here can be dropped; the service rebuilds it from the log. The
-consumer position of each partition is written in the same transaction as the
+consumer position of each partition is written in the same statement as the
 rows it covers, so rows and position never disagree. There are no migrations:
 a new :data:`READ_MODEL_VERSION` drops the tables and rebuilds them from the log,
 which is cheaper and safer than migrating data that is derived anyway.
