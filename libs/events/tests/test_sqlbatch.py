@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, select
+from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -98,6 +98,21 @@ async def test_nothing_is_written_when_one_part_fails(engine: AsyncEngine) -> No
             engine, [{"sku": "A", "offset": 1, "seen_at": T0}], [{"partition": 0, "note": None}]
         )
     assert await contents(engine) == ([], [])
+
+
+async def test_a_naive_time_is_utc_whatever_the_session_time_zone(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        await connection.execute(text("SET TIME ZONE 'America/New_York'"))
+        await connection.execute(
+            WRITE,
+            sqlbatch.rows(
+                {
+                    levels: [{"sku": "A", "offset": 1, "seen_at": T0.replace(tzinfo=None)}],
+                    ledger: [],
+                }
+            ),
+        )
+    assert (await contents(engine))[0] == [("A", 1, T0)]
 
 
 async def test_no_rows_write_nothing(engine: AsyncEngine) -> None:

@@ -61,8 +61,12 @@ def one_statement(*writes: str) -> TextClause:
 
 
 def rows(tables: Mapping[Table, Sequence[Mapping[str, Any]]]) -> dict[str, str]:
-    """The statement's parameters: each table's rows, as JSON (datetimes in ISO 8601)."""
-    return {table.name: orjson.dumps(list(values)).decode() for table, values in tables.items()}
+    """The statement's parameters: each table's rows, as JSON (datetimes in ISO 8601; a
+    naive one is taken as UTC, as asyncpg takes it, not in the session's time zone)."""
+    return {
+        table.name: orjson.dumps(list(values), option=orjson.OPT_NAIVE_UTC).decode()
+        for table, values in tables.items()
+    }
 
 
 def autocommit(engine: AsyncEngine) -> AsyncEngine:
