@@ -12,9 +12,13 @@ broker baseline first, then:
   the shelf; the time from sending the POST until ``GET /v1/stock/{sku}`` on the
   inventory service first shows the unit gone (polled back to back, so the figure
   includes up to one query's time of polling granularity). Target: p99 ≤ 100 ms.
-* **batch ingestion**: ``--batches`` batches of ``--batch-size`` sales, ``--concurrency``
-  requests in flight; transactions/s until the last answer (all accepted, in the log),
-  and until inventory has applied them all (a marker sale written last is visible).
+* **batch ingestion**: ``--batches`` batches of ``--batch-size`` sales over up to 500
+  stocked SKUs, ``--concurrency`` requests in flight; transactions/s until the last
+  answer (all accepted, in the log), and until inventory has applied them all (a marker
+  sale written last is visible).
+
+Every SKU sold is received at the store first, and the receipts are folded before the
+first sale: a sale below zero would cost inventory a second event (a discrepancy).
 """
 
 from __future__ import annotations
