@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
-from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, select, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    select,
+    text,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -26,6 +37,13 @@ ledger = Table(
     metadata,
     Column("partition", BigInteger, primary_key=True),
     Column("note", String(16), nullable=False),
+)
+
+totals = Table(
+    "totals",
+    metadata,
+    Column("store_id", String(16), primary_key=True),
+    Column("revenue", Numeric(20, 4), nullable=False),
 )
 
 WRITE = sqlbatch.one_statement(
@@ -68,7 +86,7 @@ async def write(
     engine: AsyncEngine, level_rows: list[dict[str, object]], ledger_rows: list[dict[str, object]]
 ) -> None:
     async with engine.connect() as connection:
-        await connection.execute(WRITE, sqlbatch.rows({levels: level_rows, ledger: ledger_rows}))
+        await WRITE.execute(connection, {levels: level_rows, ledger: ledger_rows})
 
 
 async def test_rows_are_inserted_updated_on_their_key_and_left_alone_without_one(
@@ -103,18 +121,33 @@ async def test_nothing_is_written_when_one_part_fails(engine: AsyncEngine) -> No
 async def test_a_naive_time_is_utc_whatever_the_session_time_zone(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         await connection.execute(text("SET TIME ZONE 'America/New_York'"))
-        await connection.execute(
-            WRITE,
-            sqlbatch.rows(
-                {
-                    levels: [{"sku": "A", "offset": 1, "seen_at": T0.replace(tzinfo=None)}],
-                    ledger: [],
-                }
-            ),
+        await WRITE.execute(
+            connection, {levels: [{"sku": "A", "offset": 1, "seen_at": T0.replace(tzinfo=None)}]}
         )
     assert (await contents(engine))[0] == [("A", 1, T0)]
+
+
+async def test_decimals_are_exact_and_an_update_can_add_to_the_row(engine: AsyncEngine) -> None:
+    add = sqlbatch.one_statement(
+        sqlbatch.upsert(
+            totals, key=("store_id",), update={"revenue": "totals.revenue + excluded.revenue"}
+        )
+    )
+    for amount in ("0.1", "0.2"):
+        async with engine.connect() as connection:
+            await add.execute(connection, {totals: [{"store_id": "S", "revenue": Decimal(amount)}]})
+    async with engine.connect() as connection:
+        assert (await connection.execute(select(totals.c.revenue))).scalar_one() == Decimal("0.3")
 
 
 async def test_no_rows_write_nothing(engine: AsyncEngine) -> None:
     await write(engine, [], [])
     assert await contents(engine) == ([], [])
+
+
+async def test_a_batch_names_its_tables_once_and_takes_no_others(engine: AsyncEngine) -> None:
+    with pytest.raises(ValueError, match="one write per table"):
+        sqlbatch.one_statement(sqlbatch.upsert(ledger), sqlbatch.upsert(ledger))
+    with pytest.raises(ValueError, match="totals"):
+        async with engine.connect() as connection:
+            await WRITE.execute(connection, {totals: []})

@@ -1,4 +1,4 @@
-"""Consumer positions kept in a service's own database, in the same transaction as the
+"""Consumer positions kept in a service's own database, in the same statement as the
 read-model rows they cover, plus the check that the log still backs them.
 
 A database can outlive its log: the embedded dev broker forgets everything on
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from omnistock.events.admin import cluster_id
@@ -76,24 +75,8 @@ def position_rows(
     ]
 
 
-async def save_positions(
-    connection: AsyncConnection,
-    consumer: str,
-    offsets: Mapping[TopicPartition, int],
-    log_id: str,
-) -> None:
-    if not offsets:
-        return
-    statement = insert(consumer_positions).values(position_rows(consumer, offsets, log_id))
-    await connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=["consumer", "topic", "partition"],
-            set_={"next_offset": statement.excluded.next_offset, "log_id": log_id},
-        )
-    )
-
-
-#: :func:`save_positions` as a part of one statement (:mod:`omnistock.events.sqlbatch`).
+#: A consumer's positions (:func:`position_rows`) as a part of one statement
+#: (:mod:`omnistock.events.sqlbatch`), beside the rows they cover.
 POSITIONS_UPSERT = upsert(
     consumer_positions, key=("consumer", "topic", "partition"), update=("next_offset", "log_id")
 )

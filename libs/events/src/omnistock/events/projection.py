@@ -5,15 +5,16 @@ says what counts), so the state is the same after a restart, a rebalance or a
 lost database. Two positions keep the effects exactly-once:
 
 * ``rows_from``, the position stored with the read model in PostgreSQL: rows are
-  written only for records at or past it, in the same transaction as the new
-  position;
+  written only for records at or past it, in the same statement as the new
+  position (:mod:`omnistock.events.sqlbatch`);
 * ``emit_from``, the group's committed offset in Kafka: events the fold implies
   are written only for records at or past it, and the offset is committed only
   once they are in the log. Ids derived from the causing record make a repeat
   after a crash a duplicate that every reader's fold drops.
 
 Subclasses say what a fold is (:meth:`new_projection`), what to collect from
-each folded record (:meth:`folded`) and how to write it (:meth:`write`).
+each folded record (:meth:`folded`), which tables they write (:attr:`writes`) and
+the rows of a unit of work (:meth:`rows`).
 """
 
 from __future__ import annotations
@@ -21,15 +22,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from aiokafka import TopicPartition
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from omnistock.events import sqlbatch
 from omnistock.events.consumer import ConsumerRunner
 from omnistock.events.envelope import Envelope, Event
 from omnistock.events.fold import Fold, Projection
-from omnistock.events.positions import load_positions, log_end_offsets, save_positions
+from omnistock.events.positions import (
+    POSITIONS_UPSERT,
+    consumer_positions,
+    load_positions,
+    log_end_offsets,
+    position_rows,
+)
 from omnistock.events.producer import EventProducer
 from omnistock.events.settings import KafkaSettings
 from omnistock.events.topics import Topic
@@ -48,7 +57,7 @@ class OwnedPartition(Generic[P]):
     #: End of the log when the partition was assigned: caught up once past it.
     end_at_assignment: int
     next_offset: int = 0
-    #: What :meth:`PartitionedProjection.folded` collected for the next :meth:`write`.
+    #: What :meth:`PartitionedProjection.folded` collected for the next :meth:`rows`.
     pending: list[Any] = field(default_factory=list)
     #: Follow-up writes in flight; the batch is committed only once they are in the log.
     sends: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -75,6 +84,9 @@ class OwnedPartition(Generic[P]):
 class PartitionedProjection(Generic[P]):
     """Folds the partitions of ``topics`` this member owns; see the module docstring."""
 
+    #: The read-model tables a unit of work writes, one :class:`sqlbatch.Write` each.
+    writes: ClassVar[tuple[sqlbatch.Write, ...]] = ()
+
     def __init__(
         self,
         kafka: KafkaSettings,
@@ -88,6 +100,8 @@ class PartitionedProjection(Generic[P]):
         self.kafka = kafka
         self.producer = producer
         self.engine = engine
+        self._autocommit = sqlbatch.autocommit(engine)
+        self._write_batch = sqlbatch.one_statement(*self.writes, POSITIONS_UPSERT)
         self.group_id = group_id
         self.log_id = log_id
         self.parts: dict[TopicPartition, OwnedPartition[P]] = {}
@@ -116,8 +130,10 @@ class PartitionedProjection(Generic[P]):
         """Collect into ``part.pending`` / ``part.sends`` what the fold of ``envelope`` (which
         returned ``result``) means for the read model and the log."""
 
-    async def write(self, connection: AsyncConnection, part: OwnedPartition[P]) -> None:
-        """Write ``part.pending`` in the transaction that stores the new position."""
+    def rows(self, parts: Sequence[OwnedPartition[P]]) -> Mapping[Table, sqlbatch.Rows]:
+        """The rows that the ``pending`` of ``parts`` mean, per table of :attr:`writes`
+        (each row once: they go in one statement, with the new positions)."""
+        return {}
 
     async def caught_up_with(self, part: OwnedPartition[P]) -> None:
         """Called once per assignment when ``part`` first catches up (the place to reconcile
@@ -195,7 +211,7 @@ class PartitionedProjection(Generic[P]):
 
     async def batch_done(self, next_offsets: Mapping[TopicPartition, int]) -> None:
         """One poll's unit of work: the follow-ups of every partition in the log, then the
-        rows of those ahead of the read model with their positions in one transaction."""
+        rows of those ahead of the read model with their positions in one statement."""
         parts = [(self.parts[tp], next_offset) for tp, next_offset in next_offsets.items()]
         sends = [task for part, _ in parts for task in part.sends]
         for part, _ in parts:
@@ -204,11 +220,11 @@ class PartitionedProjection(Generic[P]):
         # Partitions still folding what the read model already holds write nothing.
         ahead = [(part, n) for part, n in parts if n > part.rows_from]
         if ahead:
-            async with self.engine.begin() as connection:
-                for part, _ in ahead:
-                    await self.write(connection, part)
-                await save_positions(
-                    connection, self.group_id, {p.tp: n for p, n in ahead}, self.log_id
+            positions = position_rows(self.group_id, {p.tp: n for p, n in ahead}, self.log_id)
+            async with self._autocommit.connect() as connection:
+                await self._write_batch.execute(
+                    connection,
+                    {**self.rows([part for part, _ in ahead]), consumer_positions: positions},
                 )
         for part, next_offset in parts:
             part.rows_from = max(part.rows_from, next_offset)

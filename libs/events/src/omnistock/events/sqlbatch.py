@@ -10,21 +10,34 @@ and ``jsonb_to_recordset`` takes any number of rows as one parameter, so the sam
 writes go as one statement, in one round trip, under autocommit.
 
 The column lists and types come from the tables' SQLAlchemy definitions, so a
-statement cannot drift from its table.
+statement cannot drift from its table. One statement may not update a row twice:
+the rows of one table must have distinct keys.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import orjson
 from sqlalchemy import Table, TextClause, text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 _quote = _DIALECT.identifier_preparer.quote
+
+Rows = Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """An INSERT of one table's rows, given as a JSON array (see :func:`upsert`)."""
+
+    table: Table
+    sql: str
 
 
 def upsert(
@@ -32,11 +45,10 @@ def upsert(
     *,
     key: Sequence[str] = (),
     update: Sequence[str] | Mapping[str, str] = (),
-) -> str:
-    """An INSERT of the rows passed as a JSON array in the parameter named after
-    ``table``. On a conflict over ``key`` it sets ``update`` (column names, taken from
-    the new row; or column → SQL expression, where ``excluded`` is the new row); with no
-    ``key``, a conflicting row is left as it is."""
+) -> Write:
+    """Insert the rows; on a conflict over ``key`` set ``update`` (column names, taken
+    from the new row; or column → SQL expression, where ``excluded`` is the new row).
+    With no ``key``, a conflicting row is left as it is."""
     columns = ", ".join(_quote(c.name) for c in table.columns)
     record = ", ".join(
         f"{_quote(c.name)} {c.type.compile(dialect=_DIALECT)}" for c in table.columns
@@ -47,26 +59,57 @@ def upsert(
         f"FROM jsonb_to_recordset(CAST(:{table.name} AS jsonb)) AS r({record}) ON CONFLICT"
     )
     if not key:
-        return f"{statement} DO NOTHING"
+        return Write(table, f"{statement} DO NOTHING")
     sets = update if isinstance(update, Mapping) else {c: f"excluded.{_quote(c)}" for c in update}
     assignments = ", ".join(f"{_quote(c)} = {expression}" for c, expression in sets.items())
-    return f"{statement} ({', '.join(_quote(c) for c in key)}) DO UPDATE SET {assignments}"
+    keys = ", ".join(_quote(c) for c in key)
+    return Write(table, f"{statement} ({keys}) DO UPDATE SET {assignments}")
 
 
-def one_statement(*writes: str) -> TextClause:
-    """``writes`` (from :func:`upsert`, of different tables) as one statement."""
+def replace_all(table: Table) -> Write:
+    """:func:`upsert` on the primary key, setting every other column from the new row."""
+    key = [c.name for c in table.primary_key.columns]
+    return upsert(table, key=key, update=[c.name for c in table.columns if c.name not in key])
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Writes of different tables as one statement."""
+
+    statement: TextClause
+    tables: tuple[Table, ...]
+
+    async def execute(self, connection: AsyncConnection, rows: Mapping[Table, Rows]) -> None:
+        """Write ``rows`` (a table left out writes nothing). Atomic on its own: run it
+        under autocommit (:func:`autocommit`)."""
+        unknown = [t.name for t in rows if t not in self.tables]
+        if unknown:
+            raise ValueError(f"no write for table(s) {unknown} in this batch")
+        await connection.execute(
+            self.statement,
+            {
+                table.name: orjson.dumps(
+                    list(rows.get(table, ())), default=_json, option=orjson.OPT_NAIVE_UTC
+                ).decode()
+                for table in self.tables
+            },
+        )
+
+
+def one_statement(*writes: Write) -> Batch:
+    tables = tuple(w.table for w in writes)
+    if len(set(tables)) != len(tables):
+        raise ValueError("one write per table: the rows of a table are one parameter")
     *first, last = writes
-    ctes = ", ".join(f"w{n} AS ({write})" for n, write in enumerate(first))
-    return text(f"WITH {ctes} {last}" if first else last)
+    ctes = ", ".join(f"w{n} AS ({w.sql})" for n, w in enumerate(first))
+    return Batch(text(f"WITH {ctes} {last.sql}" if first else last.sql), tables)
 
 
-def rows(tables: Mapping[Table, Sequence[Mapping[str, Any]]]) -> dict[str, str]:
-    """The statement's parameters: each table's rows, as JSON (datetimes in ISO 8601; a
-    naive one is taken as UTC, as asyncpg takes it, not in the session's time zone)."""
-    return {
-        table.name: orjson.dumps(list(values), option=orjson.OPT_NAIVE_UTC).decode()
-        for table, values in tables.items()
-    }
+def _json(value: object) -> object:
+    # Exact: numeric columns take the decimal's text as it is.
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def autocommit(engine: AsyncEngine) -> AsyncEngine:

@@ -135,21 +135,13 @@ def level_row(
 #: A reservation coordinator's unit of work after a poll: the sagas it moved and its
 #: consumer positions.
 _WRITE_RESERVATIONS_BATCH = sqlbatch.one_statement(
-    sqlbatch.upsert(
-        reservations,
-        key=("reservation_id",),
-        update=[c.name for c in reservations.columns if not c.primary_key],
-    ),
+    sqlbatch.replace_all(reservations),
     POSITIONS_UPSERT,
 )
 #: A stock owner's whole unit of work after a poll: levels, movements, its consumer
 #: positions and each partition's progress.
 _WRITE_STOCK_BATCH = sqlbatch.one_statement(
-    sqlbatch.upsert(
-        stock_levels,
-        key=("sku", "location_id"),
-        update=[c.name for c in stock_levels.columns if not c.primary_key],
-    ),
+    sqlbatch.replace_all(stock_levels),
     sqlbatch.upsert(stock_movements),
     POSITIONS_UPSERT,
     sqlbatch.upsert(
@@ -175,19 +167,17 @@ async def write_stock_batch(
     """Write it all in one statement; ``progress`` per partition is (partition, next
     offset, time of the last event folded). Atomic on its own: run it under autocommit."""
     now = datetime.now(UTC)
-    await connection.execute(
-        _WRITE_STOCK_BATCH,
-        sqlbatch.rows(
-            {
-                stock_levels: levels,
-                stock_movements: movements,
-                consumer_positions: positions,
-                stock_progress: [
-                    {"partition": p, "next_offset": n, "last_event_at": at, "written_at": now}
-                    for p, n, at in progress
-                ],
-            }
-        ),
+    await _WRITE_STOCK_BATCH.execute(
+        connection,
+        {
+            stock_levels: levels,
+            stock_movements: movements,
+            consumer_positions: positions,
+            stock_progress: [
+                {"partition": p, "next_offset": n, "last_event_at": at, "written_at": now}
+                for p, n, at in progress
+            ],
+        },
     )
 
 
@@ -198,9 +188,8 @@ async def write_reservations_batch(
     positions: Sequence[Mapping[str, Any]],
 ) -> None:
     """Write both in one statement, atomic on its own: run it under autocommit."""
-    await connection.execute(
-        _WRITE_RESERVATIONS_BATCH,
-        sqlbatch.rows({reservations: rows, consumer_positions: positions}),
+    await _WRITE_RESERVATIONS_BATCH.execute(
+        connection, {reservations: rows, consumer_positions: positions}
     )
 
 

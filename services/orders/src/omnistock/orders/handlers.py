@@ -3,7 +3,7 @@
 * :class:`OrderProjector`: the consumer-group member owning some ``orders.events``
   partitions (a :class:`PartitionedProjection`). It folds them from offset 0 (an
   order's state is its partition's fold) and writes the read model with its
-  position in one transaction.
+  position in one statement.
 * :func:`answer_relay`: turns inventory's answers on ``inventory.reservations``
   (keyed by reservation id) into ``OrderConfirmed``/``OrderRejected`` on
   ``orders.events`` (keyed by order id). Stateless: the order fold decides which
@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from omnistock.events import sqlbatch
 from omnistock.events.envelope import Envelope, Event
 from omnistock.events.offsets import end_offsets
 from omnistock.events.producer import EventProducer
@@ -39,6 +42,8 @@ ANSWERS_GROUP = "orders-answers"
 
 
 class OrderProjector(PartitionedProjection[OrderBook]):
+    writes = (sqlbatch.replace_all(rm.orders),)
+
     def __init__(
         self, kafka: KafkaSettings, producer: EventProducer, engine: AsyncEngine, *, log_id: str
     ) -> None:
@@ -55,11 +60,14 @@ class OrderProjector(PartitionedProjection[OrderBook]):
         if result is not None and part.new_row(envelope):
             part.pending.append(result.order_id)
 
-    async def write(self, connection: AsyncConnection, part: OwnedPartition[OrderBook]) -> None:
-        book = part.fold.projection
-        await rm.upsert_orders(
-            connection, [book.orders[order_id].row() for order_id in sorted(set(part.pending))]
-        )
+    def rows(self, parts: Sequence[OwnedPartition[OrderBook]]) -> Mapping[Table, sqlbatch.Rows]:
+        return {
+            rm.orders: [
+                part.fold.projection.orders[order_id].row()
+                for part in parts
+                for order_id in sorted(set(part.pending))
+            ]
+        }
 
 
 def answer_relay(kafka: KafkaSettings, producer: EventProducer) -> Relay:

@@ -1,19 +1,17 @@
 """The orders read model in PostgreSQL: one row per order, derived from the log alone.
 
 Rows and the consumer position of their partition are written in one
-transaction. No migrations: a new :data:`READ_MODEL_VERSION` drops the tables
+statement. No migrations: a new :data:`READ_MODEL_VERSION` drops the tables
 and the service rebuilds them from the log (:mod:`omnistock.events.readmodel`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, String, Table, select
-from sqlalchemy.dialects.postgresql import JSONB, insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from omnistock.events.readmodel import read_model_metadata
 
@@ -42,27 +40,10 @@ orders = Table(
 _TIMES = ("placed_at", "updated_at")
 
 
-def _to_columns(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, **{k: datetime.fromisoformat(row[k]) for k in _TIMES}}
-
-
 def from_columns(record: Any) -> dict[str, Any]:
     """A stored row in the shape of :meth:`Order.row` (for state hashes and the API)."""
     row = {c.name: getattr(record, c.name) for c in orders.columns}
     return {**row, **{k: row[k].isoformat() for k in _TIMES}}
-
-
-async def upsert_orders(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    statement = insert(orders)
-    columns = [c.name for c in orders.columns if c.name != "order_id"]
-    await connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=["order_id"], set_={c: statement.excluded[c] for c in columns}
-        ),
-        [_to_columns(row) for row in rows],
-    )
 
 
 async def every_order(engine: AsyncEngine) -> list[dict[str, Any]]:

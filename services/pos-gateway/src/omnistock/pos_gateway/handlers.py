@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from omnistock.events import sqlbatch
 from omnistock.events.envelope import Envelope, Event, Position
 from omnistock.events.fold import Fold
 from omnistock.events.producer import EventProducer
@@ -79,6 +81,8 @@ class SalesProjector(PartitionedProjection[PosLedger]):
     """Keeps ``pos_sales_minutes``: each owned partition is folded from offset 0 (the ledger
     says which records count), and rows are written only past the stored position."""
 
+    writes = (rm.ADD_SALES,)
+
     def __init__(
         self,
         kafka: KafkaSettings,
@@ -102,5 +106,5 @@ class SalesProjector(PartitionedProjection[PosLedger]):
         if result and part.new_row(envelope):
             part.pending.extend(result)
 
-    async def write(self, connection: AsyncConnection, part: OwnedPartition[PosLedger]) -> None:
-        await rm.add_sales(connection, part.pending)
+    def rows(self, parts: Sequence[OwnedPartition[PosLedger]]) -> Mapping[Table, sqlbatch.Rows]:
+        return {rm.sales_minutes: rm.sales_rows(c for part in parts for c in part.pending)}

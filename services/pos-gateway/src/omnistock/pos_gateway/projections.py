@@ -1,14 +1,14 @@
 """The pos-gateway read model in PostgreSQL: sales per store per minute, derived from the log.
 
 The rows and the consumer position of each partition are written in one
-transaction, so additive updates are applied exactly once. No migrations: a new
+statement, so additive updates are applied exactly once. No migrations: a new
 :data:`READ_MODEL_VERSION` drops the tables, and the log rebuilds them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -22,9 +22,9 @@ from sqlalchemy import (
     Table,
     select,
 )
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from omnistock.events import sqlbatch
 from omnistock.events.readmodel import read_model_metadata
 from omnistock.pos_gateway.domain.ledger import SalesChange
 
@@ -48,38 +48,37 @@ sales_minutes = Table(
 )
 
 
-async def add_sales(connection: AsyncConnection, changes: Sequence[SalesChange]) -> None:
-    """Add ``changes`` to the minutes they belong to (one statement may not touch a row twice,
-    so changes to the same minute are summed first)."""
-    if not changes:
-        return
+#: Sales add to their minute's row (the row's position is stored in the same statement,
+#: so each change is added exactly once).
+ADD_SALES = sqlbatch.upsert(
+    sales_minutes,
+    key=("store_id", "minute", "currency"),
+    update={
+        column: f"pos_sales_minutes.{column} + excluded.{column}"
+        for column in ("transactions", "units", "revenue")
+    },
+)
+
+
+def sales_rows(changes: Iterable[SalesChange]) -> list[dict[str, Any]]:
+    """``changes`` summed per minute (one statement may not touch a row twice)."""
     totals: dict[tuple[str, datetime, str], list[Any]] = {}
     for c in changes:
         row = totals.setdefault((c.store_id, c.minute, c.currency), [0, 0, Decimal(0)])
         row[0] += c.transactions
         row[1] += c.units
         row[2] += c.revenue
-    statement = insert(sales_minutes)
-    await connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=["store_id", "minute", "currency"],
-            set_={
-                column: sales_minutes.c[column] + statement.excluded[column]
-                for column in ("transactions", "units", "revenue")
-            },
-        ),
-        [
-            {
-                "store_id": store_id,
-                "minute": minute,
-                "currency": currency,
-                "transactions": transactions,
-                "units": units,
-                "revenue": revenue,
-            }
-            for (store_id, minute, currency), (transactions, units, revenue) in totals.items()
-        ],
-    )
+    return [
+        {
+            "store_id": store_id,
+            "minute": minute,
+            "currency": currency,
+            "transactions": transactions,
+            "units": units,
+            "revenue": revenue,
+        }
+        for (store_id, minute, currency), (transactions, units, revenue) in totals.items()
+    ]
 
 
 async def sales_since(

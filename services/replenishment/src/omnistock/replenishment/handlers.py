@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from omnistock.events import codec
+from omnistock.events import codec, sqlbatch
 from omnistock.events.catalogue import ReorderRuleSet, ReplenishmentReceived, StockObserved
 from omnistock.events.envelope import Envelope, Event, derived_id
 from omnistock.events.positions import log_end_offsets
@@ -78,6 +79,8 @@ class RulesView:
 
 
 class StockWatcher(PartitionedProjection[StockWatch]):
+    writes = (rm.ADD_DEMAND,)
+
     def __init__(
         self,
         kafka: KafkaSettings,
@@ -133,8 +136,8 @@ class StockWatcher(PartitionedProjection[StockWatch]):
                 )
             )
 
-    async def write(self, connection: AsyncConnection, part: OwnedPartition[StockWatch]) -> None:
-        await rm.add_demand(connection, part.pending)
+    def rows(self, parts: Sequence[OwnedPartition[StockWatch]]) -> Mapping[Table, sqlbatch.Rows]:
+        return {rm.demand_days: rm.demand_rows(d for part in parts for d in part.pending)}
 
     async def _observe(self, tp: TopicPartition, o: Observation) -> None:
         cause = o.cause_id or f"{tp.topic}:{tp.partition}:unchanged"
@@ -227,6 +230,8 @@ class StockWatcher(PartitionedProjection[StockWatch]):
 
 
 class Planner(PartitionedProjection[ReplenishmentBook]):
+    writes = tuple(sqlbatch.replace_all(t) for t in (rm.rules, rm.levels, rm.replenishments))
+
     def __init__(
         self, kafka: KafkaSettings, producer: EventProducer, engine: AsyncEngine, *, log_id: str
     ) -> None:
@@ -258,22 +263,27 @@ class Planner(PartitionedProjection[ReplenishmentBook]):
                     )
                 )
 
-    async def write(
-        self, connection: AsyncConnection, part: OwnedPartition[ReplenishmentBook]
-    ) -> None:
-        book = part.fold.projection
-        rules: set[tuple[str, str]] = set()
-        levels: set[tuple[str, str]] = set()
-        requests: set[str] = set()
-        for effects in part.pending:
-            rules.update(effects.rules)
-            levels.update(effects.levels)
-            requests.update(effects.requests)
-        await rm.upsert(connection, rm.rules, [book.rule_row(k) for k in sorted(rules)])
-        await rm.upsert(connection, rm.levels, [book.level_row(k) for k in sorted(levels)])
-        await rm.upsert(
-            connection, rm.replenishments, [book.requests[r].row() for r in sorted(requests)]
-        )
+    def rows(
+        self, parts: Sequence[OwnedPartition[ReplenishmentBook]]
+    ) -> Mapping[Table, sqlbatch.Rows]:
+        written: dict[Table, list[dict[str, Any]]] = {
+            rm.rules: [],
+            rm.levels: [],
+            rm.replenishments: [],
+        }
+        for part in parts:
+            book = part.fold.projection
+            rules: set[tuple[str, str]] = set()
+            levels: set[tuple[str, str]] = set()
+            requests: set[str] = set()
+            for effects in part.pending:
+                rules.update(effects.rules)
+                levels.update(effects.levels)
+                requests.update(effects.requests)
+            written[rm.rules] += [book.rule_row(k) for k in sorted(rules)]
+            written[rm.levels] += [book.level_row(k) for k in sorted(levels)]
+            written[rm.replenishments] += [book.requests[r].row() for r in sorted(requests)]
+        return written
 
     def refresh_metrics(self, now: float) -> None:
         """Set the gauges from the partitions this replica owns (``now``: epoch seconds)."""

@@ -5,15 +5,15 @@
 * ``demand_days``: units demanded per (sku, location, day), added up by the stock
   watcher from ``inventory.stock`` (suggestions read it).
 
-Rows and the consumer position of their partition are written in one transaction.
+Rows and the consumer position of their partition are written in one statement.
 No migrations: a new :data:`READ_MODEL_VERSION` drops the tables and the service
 rebuilds them from the log (:mod:`omnistock.events.readmodel`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import date, datetime
+from collections.abc import Iterable
+from datetime import date
 from typing import Any
 
 from sqlalchemy import (
@@ -28,9 +28,10 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from omnistock.events import sqlbatch
 from omnistock.events.readmodel import read_model_metadata
 from omnistock.replenishment.domain.watch import Demand
 
@@ -106,53 +107,31 @@ _TIMES = {
 TABLES = {"rules": rules, "levels": levels, "replenishments": replenishments}
 
 
-def _to_columns(table: Table, row: dict[str, Any]) -> dict[str, Any]:
-    times = {
-        k: datetime.fromisoformat(row[k]) if row[k] is not None else None
-        for k in _TIMES[table.name]
-    }
-    return {**row, **times}
-
-
 def from_columns(table: Table, record: Any) -> dict[str, Any]:
     """A stored row in the shape the fold gives it (for the API and state hashes)."""
     row = {c.name: getattr(record, c.name) for c in table.columns}
     return {**row, **{k: row[k].isoformat() if row[k] else None for k in _TIMES[table.name]}}
 
 
-async def upsert(connection: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    statement = insert(table)
-    keys = [c.name for c in table.primary_key.columns]
-    await connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=keys,
-            set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys},
-        ),
-        [_to_columns(table, row) for row in rows],
-    )
+#: Demand adds to its day's row (the row's position is stored in the same statement, so
+#: each unit is added exactly once).
+ADD_DEMAND = sqlbatch.upsert(
+    demand_days,
+    key=("location_id", "sku", "day"),
+    update={"units": "demand_days.units + excluded.units"},
+)
 
 
-async def add_demand(connection: AsyncConnection, demand: Sequence[Demand]) -> None:
-    """Add units to their days (summed first: one statement may not touch a row twice)."""
+def demand_rows(demand: Iterable[Demand]) -> list[dict[str, Any]]:
+    """Units summed per day (one statement may not touch a row twice)."""
     totals: dict[tuple[str, str, date], int] = {}
     for d in demand:
         key = (d.location_id, d.sku, d.day)
         totals[key] = totals.get(key, 0) + d.units
-    if not totals:
-        return
-    statement = insert(demand_days)
-    await connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=["location_id", "sku", "day"],
-            set_={"units": demand_days.c.units + statement.excluded.units},
-        ),
-        [
-            {"location_id": loc, "sku": sku, "day": day, "units": units}
-            for (loc, sku, day), units in totals.items()
-        ],
-    )
+    return [
+        {"location_id": loc, "sku": sku, "day": day, "units": units}
+        for (loc, sku, day), units in totals.items()
+    ]
 
 
 async def demand_since(
