@@ -1311,6 +1311,14 @@ class Location:
         }
 
 
+def on_hand(stock: Mapping[str, Any], location_id: str) -> int:
+    """``location_id``'s on_hand in a ``GET /v1/stock/{sku}`` answer (0 without a row)."""
+    return next(
+        (int(row["on_hand"]) for row in stock["locations"] if row["location_id"] == location_id),
+        0,
+    )
+
+
 def expect_status(response: Response, status: int, what: str) -> Any:
     """The JSON body of ``response``, which must have ``status`` (set-up steps only)."""
     if response.status != status:

@@ -53,6 +53,7 @@ from bench._common import (
     machine_caption,
     machine_facts,
     make_console,
+    on_hand,
     print_table,
     receive_stock,
     register_locations,
@@ -90,24 +91,16 @@ def _sale(transaction_id: str, sequence: int, sku: str, terminal: str) -> dict[s
     }
 
 
-def _on_hand(stock: dict[str, Any]) -> int:
-    return next(
-        (
-            int(row["on_hand"])
-            for row in stock["locations"]
-            if row["location_id"] == STORE.location_id
-        ),
-        0,
-    )
-
-
 async def _sold(inventory: HttpClient, sku: str) -> None:
     """Poll the stock query back to back until the store shows one unit of ``sku`` sold."""
     query = inventory.prepare("GET", f"/v1/stock/{sku}")
     deadline = time.perf_counter() + VISIBLE_TIMEOUT_S
     while time.perf_counter() < deadline:
         if (
-            _on_hand(expect_status(await inventory.send(query), 200, f"stock of {sku}"))
+            on_hand(
+                expect_status(await inventory.send(query), 200, f"stock of {sku}"),
+                STORE.location_id,
+            )
             < OPENING_UNITS
         ):
             return

@@ -56,6 +56,7 @@ from bench._common import (
     machine_caption,
     machine_facts,
     make_console,
+    on_hand,
     print_table,
     receive_stock,
     register_locations,
@@ -113,13 +114,6 @@ async def watch(
         if shows(stock):
             sample.visible = answered
             return
-
-
-def on_hand(stock: Mapping[str, Any], location_id: str) -> int:
-    return next(
-        (int(row["on_hand"]) for row in stock["locations"] if row["location_id"] == location_id),
-        0,
-    )
 
 
 async def receipts(client: HttpClient, store: str, run: str, count: int) -> list[Sample]:
