@@ -83,6 +83,12 @@ DLQ_MESSAGES = Counter(
     "Records parked in a dead-letter topic, by reason.",
     ["topic", "reason", "group"],
 )
+READ_MODEL_OVERTAKEN = Counter(
+    "omnistock_read_model_writes_overtaken_total",
+    "Read-model writes left out because another member had already written the partition "
+    "at least as far: a member finishing a batch after a rebalance gave its partitions away.",
+    ["topic", "group"],
+)
 CONSUMER_LAG = Gauge(
     "omnistock_consumer_lag_messages",
     "Log end offset minus the consumer's position, per partition.",

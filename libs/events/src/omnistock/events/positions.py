@@ -1,5 +1,6 @@
 """Consumer positions kept in a service's own database, in the same statement as the
-read-model rows they cover, plus the check that the log still backs them.
+read-model rows they cover (and fencing them: :class:`PositionedWrite`), plus the check
+that the log still backs them.
 
 A database can outlive its log: the embedded dev broker forgets everything on
 restart, and a service may be pointed at another cluster. Serving rows the log
@@ -9,17 +10,20 @@ with the log it finds and rebuilds when they disagree.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from omnistock.events import sqlbatch
 from omnistock.events.admin import cluster_id
+from omnistock.events.metrics import READ_MODEL_OVERTAKEN
 from omnistock.events.offsets import end_offsets
 from omnistock.events.settings import KafkaSettings
-from omnistock.events.sqlbatch import upsert
 
 #: Tables of the shared plumbing; each service adds them to its own database.
 PLUMBING = MetaData()
@@ -34,6 +38,8 @@ consumer_positions = Table(
     #: The cluster id of the log these positions refer to.
     Column("log_id", String(200), nullable=False),
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +81,114 @@ def position_rows(
     ]
 
 
-#: A consumer's positions (:func:`position_rows`) as a part of one statement
-#: (:mod:`omnistock.events.sqlbatch`), beside the rows they cover.
-POSITIONS_UPSERT = upsert(
-    consumer_positions, key=("consumer", "topic", "partition"), update=("next_offset", "log_id")
+#: Positions only move forward.
+_POSITIONS_FORWARD = sqlbatch.upsert(
+    consumer_positions,
+    key=("consumer", "topic", "partition"),
+    update=("next_offset", "log_id"),
+    only_if="consumer_positions.next_offset < excluded.next_offset",
 )
+
+# The stored positions of the batch's partitions, locked in a fixed order (two writers
+# never deadlock) and read as they are once the lock is ours, not as the statement's
+# snapshot saw them; and those already at or past the batch's. (Names from the table
+# definition only.)
+_OVERTAKEN = f"""
+incoming AS (SELECT * FROM {sqlbatch.recordset(consumer_positions, "i")}),
+stored AS (
+    SELECT s.topic, s.partition, s.next_offset
+    FROM consumer_positions AS s
+    JOIN incoming AS i USING (consumer, topic, partition)
+    ORDER BY s.topic, s.partition
+    FOR UPDATE OF s
+),
+overtaken AS (
+    SELECT s.topic, s.partition
+    FROM stored AS s JOIN incoming AS i USING (topic, partition)
+    WHERE s.next_offset >= i.next_offset
+)"""  # noqa: S608
+
+
+@dataclass(frozen=True, slots=True)
+class PositionedWrite:
+    """Read-model writes that go in one statement with the consumer positions they bring
+    the rows to, fenced by those positions.
+
+    Two members can write the same partition's rows for a while: a member starved of
+    CPU may finish a batch after the group has given its partitions to another, which
+    has written further already. The last writer would win, and put rows and position
+    back. So the statement writes only if every stored position it carries is below
+    the new one; otherwise it writes nothing, and says which partitions another writer
+    has taken at least as far. Those rows are then in the read model already: every
+    writer folds the same log, and rows written at a position are the fold up to it.
+    """
+
+    batch: sqlbatch.Batch
+
+    @classmethod
+    def of(cls, *writes: sqlbatch.Write) -> PositionedWrite:
+        return cls(
+            sqlbatch.one_statement(
+                *writes,
+                _POSITIONS_FORWARD,
+                before=_OVERTAKEN,
+                only_if="NOT EXISTS (SELECT FROM overtaken)",
+                returning="SELECT topic, partition FROM overtaken",
+            )
+        )
+
+    async def execute(
+        self,
+        engine: AsyncEngine,
+        *,
+        consumer: str,
+        log_id: str,
+        next_offsets: Mapping[TopicPartition, int],
+        rows: Callable[[Collection[TopicPartition]], Mapping[Table, sqlbatch.Rows]],
+    ) -> set[TopicPartition]:
+        """Write ``rows(partitions)`` with ``next_offsets`` (``engine`` in autocommit: see
+        :func:`sqlbatch.autocommit`). Partitions another writer has taken at least as far
+        are left out (then the rest are written again); they are returned."""
+        overtaken: set[TopicPartition] = set()
+        remaining = dict(next_offsets)
+        async with engine.connect() as connection:
+            while remaining:
+                found = {
+                    TopicPartition(row.topic, row.partition)
+                    for row in await self.batch.execute(
+                        connection,
+                        {
+                            **rows(remaining.keys()),
+                            consumer_positions: position_rows(consumer, remaining, log_id),
+                        },
+                    )
+                }
+                if not found:
+                    break
+                for tp in found:
+                    log.warning("%s: another member has written %s at least this far", consumer, tp)
+                    READ_MODEL_OVERTAKEN.labels(tp.topic, consumer).inc()
+                overtaken |= found
+                remaining = {tp: n for tp, n in remaining.items() if tp not in found}
+        return overtaken
+
+
+async def claim_positions(
+    engine: AsyncEngine, consumer: str, partitions: Collection[TopicPartition], log_id: str
+) -> dict[TopicPartition, int]:
+    """The stored positions of ``partitions`` just assigned to this member; a partition
+    never written gets a position of 0, so a :class:`PositionedWrite` always has a stored
+    row to lock."""
+    ordered = sorted(partitions)
+    async with engine.begin() as connection:
+        if ordered:
+            await connection.execute(
+                insert(consumer_positions)
+                .values(position_rows(consumer, dict.fromkeys(ordered, 0), log_id))
+                .on_conflict_do_nothing()
+            )
+        stored = await load_positions(connection, consumer)
+    return {tp: stored.offsets.get(tp, 0) for tp in ordered}
 
 
 async def log_end_offsets(

@@ -6,7 +6,8 @@ lost database. Two positions keep the effects exactly-once:
 
 * ``rows_from``, the position stored with the read model in PostgreSQL: rows are
   written only for records at or past it, in the same statement as the new
-  position (:mod:`omnistock.events.sqlbatch`);
+  position, and only while no other member has stored a position as far
+  (:class:`~omnistock.events.positions.PositionedWrite`);
 * ``emit_from``, the group's committed offset in Kafka: events the fold implies
   are written only for records at or past it, and the offset is committed only
   once they are in the log. Ids derived from the causing record make a repeat
@@ -32,13 +33,7 @@ from omnistock.events import sqlbatch
 from omnistock.events.consumer import ConsumerRunner
 from omnistock.events.envelope import Envelope, Event
 from omnistock.events.fold import Fold, Projection
-from omnistock.events.positions import (
-    POSITIONS_UPSERT,
-    consumer_positions,
-    load_positions,
-    log_end_offsets,
-    position_rows,
-)
+from omnistock.events.positions import PositionedWrite, claim_positions, log_end_offsets
 from omnistock.events.producer import EventProducer
 from omnistock.events.settings import KafkaSettings
 from omnistock.events.topics import Topic
@@ -101,7 +96,7 @@ class PartitionedProjection(Generic[P]):
         self.producer = producer
         self.engine = engine
         self._autocommit = sqlbatch.autocommit(engine)
-        self._write_batch = sqlbatch.one_statement(*self.writes, POSITIONS_UPSERT)
+        self._write = PositionedWrite.of(*self.writes)
         self.group_id = group_id
         self.log_id = log_id
         self.parts: dict[TopicPartition, OwnedPartition[P]] = {}
@@ -153,8 +148,7 @@ class PartitionedProjection(Generic[P]):
             self.ready.set()
 
     async def assigned(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
-        async with self.engine.connect() as connection:
-            stored = (await load_positions(connection, self.group_id)).offsets
+        stored = await claim_positions(self.engine, self.group_id, partitions, self.log_id)
         ordered = sorted(partitions)
         ends = await log_end_offsets(self.kafka, ordered)
         committed = await asyncio.gather(*(self.runner.committed(tp) for tp in ordered))
@@ -162,7 +156,7 @@ class PartitionedProjection(Generic[P]):
             self.parts[tp] = OwnedPartition(
                 tp=tp,
                 fold=Fold(self.new_projection()),
-                rows_from=stored.get(tp, 0),
+                rows_from=stored[tp],
                 emit_from=emit_from,
                 end_at_assignment=ends.get(tp, 0),
             )
@@ -218,14 +212,15 @@ class PartitionedProjection(Generic[P]):
             part.sends = []
         await asyncio.gather(*sends)
         # Partitions still folding what the read model already holds write nothing.
-        ahead = [(part, n) for part, n in parts if n > part.rows_from]
+        ahead = {part.tp: n for part, n in parts if n > part.rows_from}
         if ahead:
-            positions = position_rows(self.group_id, {p.tp: n for p, n in ahead}, self.log_id)
-            async with self._autocommit.connect() as connection:
-                await self._write_batch.execute(
-                    connection,
-                    {**self.rows([part for part, _ in ahead]), consumer_positions: positions},
-                )
+            await self._write.execute(
+                self._autocommit,
+                consumer=self.group_id,
+                log_id=self.log_id,
+                next_offsets=ahead,
+                rows=lambda tps: self.rows([self.parts[tp] for tp in tps]),
+            )
         for part, next_offset in parts:
             part.rows_from = max(part.rows_from, next_offset)
             part.pending = []

@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from aiokafka import TopicPartition
 from sqlalchemy import Column, Integer, MetaData, Table, delete, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from omnistock.events.positions import PLUMBING, consumer_positions, why_rebuild_read_model
+from omnistock.events.positions import PLUMBING, why_rebuild_read_model
 from omnistock.events.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -74,18 +73,3 @@ async def forget_unbacked(
                 if table.name != META_TABLE:
                     await connection.execute(delete(table))
     return reason
-
-
-async def stored_offsets(engine: AsyncEngine, consumer: str) -> dict[TopicPartition, int]:
-    """Where ``consumer``'s read model has got to, per partition."""
-    async with engine.connect() as connection:
-        rows = (
-            await connection.execute(
-                select(
-                    consumer_positions.c.topic,
-                    consumer_positions.c.partition,
-                    consumer_positions.c.next_offset,
-                ).where(consumer_positions.c.consumer == consumer)
-            )
-        ).all()
-    return {TopicPartition(r.topic, r.partition): r.next_offset for r in rows}

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, TextClause, text
+from sqlalchemy import Row, Table, TextClause, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -37,7 +37,26 @@ class Write:
     """An INSERT of one table's rows, given as a JSON array (see :func:`upsert`)."""
 
     table: Table
-    sql: str
+    #: What to do with a row whose key is taken: ``ON CONFLICT ...``.
+    on_conflict: str
+
+    def sql(self, only_if: str = "") -> str:
+        columns = ", ".join(_quote(c.name) for c in self.table.columns)
+        where = f" WHERE {only_if}" if only_if else ""
+        # Names and types from the table definition only; the rows are a bound parameter.
+        return (
+            f"INSERT INTO {_quote(self.table.name)} ({columns}) "  # noqa: S608
+            f"SELECT {columns} FROM {recordset(self.table)}{where} {self.on_conflict}"
+        )
+
+
+def recordset(table: Table, alias: str = "r") -> str:
+    """The rows of ``table`` passed as the JSON array parameter named after it, as a
+    relation of ``table``'s columns."""
+    record = ", ".join(
+        f"{_quote(c.name)} {c.type.compile(dialect=_DIALECT)}" for c in table.columns
+    )
+    return f"jsonb_to_recordset(CAST(:{table.name} AS jsonb)) AS {alias}({record})"
 
 
 def upsert(
@@ -45,25 +64,19 @@ def upsert(
     *,
     key: Sequence[str] = (),
     update: Sequence[str] | Mapping[str, str] = (),
+    only_if: str = "",
 ) -> Write:
     """Insert the rows; on a conflict over ``key`` set ``update`` (column names, taken
-    from the new row; or column → SQL expression, where ``excluded`` is the new row).
-    With no ``key``, a conflicting row is left as it is."""
-    columns = ", ".join(_quote(c.name) for c in table.columns)
-    record = ", ".join(
-        f"{_quote(c.name)} {c.type.compile(dialect=_DIALECT)}" for c in table.columns
-    )
-    statement = (
-        # Names and types from the table definition only; the rows are a bound parameter.
-        f"INSERT INTO {_quote(table.name)} ({columns}) SELECT {columns} "  # noqa: S608
-        f"FROM jsonb_to_recordset(CAST(:{table.name} AS jsonb)) AS r({record}) ON CONFLICT"
-    )
+    from the new row; or column → SQL expression, where ``excluded`` is the new row),
+    where the stored row meets ``only_if``. With no ``key``, a conflicting row is left
+    as it is."""
     if not key:
-        return Write(table, f"{statement} DO NOTHING")
+        return Write(table, "ON CONFLICT DO NOTHING")
     sets = update if isinstance(update, Mapping) else {c: f"excluded.{_quote(c)}" for c in update}
     assignments = ", ".join(f"{_quote(c)} = {expression}" for c, expression in sets.items())
     keys = ", ".join(_quote(c) for c in key)
-    return Write(table, f"{statement} ({keys}) DO UPDATE SET {assignments}")
+    where = f" WHERE {only_if}" if only_if else ""
+    return Write(table, f"ON CONFLICT ({keys}) DO UPDATE SET {assignments}{where}")
 
 
 def replace_all(table: Table) -> Write:
@@ -79,13 +92,16 @@ class Batch:
     statement: TextClause
     tables: tuple[Table, ...]
 
-    async def execute(self, connection: AsyncConnection, rows: Mapping[Table, Rows]) -> None:
-        """Write ``rows`` (a table left out writes nothing). Atomic on its own: run it
-        under autocommit (:func:`autocommit`)."""
+    async def execute(
+        self, connection: AsyncConnection, rows: Mapping[Table, Rows]
+    ) -> list[Row[Any]]:
+        """Write ``rows`` (a table left out writes nothing) and return what the
+        statement's query returns. Atomic on its own: run it under autocommit
+        (:func:`autocommit`)."""
         unknown = [t.name for t in rows if t not in self.tables]
         if unknown:
             raise ValueError(f"no write for table(s) {unknown} in this batch")
-        await connection.execute(
+        result = await connection.execute(
             self.statement,
             {
                 table.name: orjson.dumps(
@@ -94,15 +110,24 @@ class Batch:
                 for table in self.tables
             },
         )
+        return list(result) if result.returns_rows else []
 
 
-def one_statement(*writes: Write) -> Batch:
+def one_statement(
+    *writes: Write, before: str = "", only_if: str = "", returning: str = ""
+) -> Batch:
+    """``writes`` as one statement. ``before`` adds common table expressions
+    (``name AS (...), ...``) that ``only_if`` and ``returning`` may use; ``only_if`` is a
+    condition every write is subject to (all rows are written, or none); ``returning``
+    is the query whose rows :meth:`Batch.execute` returns."""
     tables = tuple(w.table for w in writes)
     if len(set(tables)) != len(tables):
         raise ValueError("one write per table: the rows of a table are one parameter")
-    *first, last = writes
-    ctes = ", ".join(f"w{n} AS ({w.sql})" for n, w in enumerate(first))
-    return Batch(text(f"WITH {ctes} {last.sql}" if first else last.sql), tables)
+    parts = [before] if before else []
+    ctes = list(writes) if returning else list(writes[:-1])
+    main = returning or writes[-1].sql(only_if)
+    parts += [f"w{n} AS ({w.sql(only_if)})" for n, w in enumerate(ctes)]
+    return Batch(text(f"WITH {', '.join(parts)} {main}" if parts else main), tables)
 
 
 def _json(value: object) -> object:

@@ -19,13 +19,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy import select
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from omnistock.events import sqlbatch, tracing
@@ -53,7 +53,7 @@ from omnistock.events.envelope import Envelope, Event, derived_id
 from omnistock.events.fold import Fold
 from omnistock.events.locations import LocationsView as SharedLocationsView
 from omnistock.events.offsets import end_offsets
-from omnistock.events.positions import consumer_positions, position_rows
+from omnistock.events.positions import claim_positions
 from omnistock.events.producer import EventProducer
 from omnistock.events.relay import Relay
 from omnistock.events.settings import KafkaSettings
@@ -77,20 +77,6 @@ OUTCOMES = frozenset({"held", "rejected", "expired", "committed", "released"})
 STOCK_GROUP = "inventory-stock"
 RESERVATIONS_GROUP = "inventory-reservations"
 TRANSLATOR_GROUP = "inventory-translator"
-
-
-async def stored_offsets(engine: AsyncEngine, consumer: str) -> dict[TopicPartition, int]:
-    async with engine.connect() as connection:
-        rows = (
-            await connection.execute(
-                select(
-                    consumer_positions.c.topic,
-                    consumer_positions.c.partition,
-                    consumer_positions.c.next_offset,
-                ).where(consumer_positions.c.consumer == consumer)
-            )
-        ).all()
-    return {TopicPartition(r.topic, r.partition): r.next_offset for r in rows}
 
 
 async def log_ends(
@@ -198,7 +184,7 @@ class StockOwner:
         return Fold.restore(state, book), next_offset
 
     async def assigned(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
-        rows = await stored_offsets(self.engine, STOCK_GROUP)
+        rows = await claim_positions(self.engine, STOCK_GROUP, partitions, self.log_id)
         ends = await log_ends(self.kafka, partitions)
         starts: dict[TopicPartition, int] = {}
         for tp in sorted(partitions):
@@ -207,7 +193,7 @@ class StockOwner:
             self.parts[tp] = _StockPartition(
                 tp=tp,
                 fold=fold,
-                rows_from=rows.get(tp, 0),
+                rows_from=rows[tp],
                 relay_from=relay_from,
                 end_at_assignment=ends[tp],
                 next_offset=start,
@@ -369,24 +355,36 @@ class StockOwner:
 
     async def batch_done(self, next_offsets: Mapping[TopicPartition, int]) -> None:
         parts = [(self.parts[tp], next_offset) for tp, next_offset in next_offsets.items()]
-        sends: list[asyncio.Task[Any]] = []
-        levels: list[dict[str, Any]] = []
-        movements: list[dict[str, Any]] = []
+        sends = [task for part, _ in parts for task in part.sends]
         for part, _ in parts:
-            sends.extend(part.sends)
-            levels.extend(part.levels.values())
-            movements.extend(part.movements)
-            part.sends, part.levels, part.movements = [], {}, []
+            part.sends = []
         # A position must never pass an event whose follow-ups could still be lost.
         await asyncio.gather(*sends)
-        async with self.autocommit.connect() as connection:
-            await rm.write_stock_batch(
-                connection,
-                levels=levels,
-                movements=movements,
-                positions=position_rows(STOCK_GROUP, next_offsets, self.log_id),
-                progress=[(part.tp.partition, n, part.last_event_at) for part, n in parts],
+        # Partitions still folding what the read model already holds write nothing.
+        ahead = {part.tp: n for part, n in parts if n > part.rows_from}
+        if ahead:
+            now = datetime.now(UTC)
+
+            def rows(partitions: Collection[TopicPartition]) -> dict[Table, list[Any]]:
+                written = [self.parts[tp] for tp in partitions]
+                return {
+                    rm.stock_levels: [row for p in written for row in p.levels.values()],
+                    rm.stock_movements: [row for p in written for row in p.movements],
+                    rm.stock_progress: [
+                        rm.progress_row(p.tp.partition, ahead[p.tp], p.last_event_at, now)
+                        for p in written
+                    ],
+                }
+
+            await rm.STOCK_WRITE.execute(
+                self.autocommit,
+                consumer=STOCK_GROUP,
+                log_id=self.log_id,
+                next_offsets=ahead,
+                rows=rows,
             )
+        for part, _ in parts:
+            part.levels, part.movements = {}, []
         due = [(part, n) for part, n in parts if part.since_snapshot >= self.snapshot_every]
         if due:
             # Apart from the rows: a snapshot only shortens a restart, whichever it is.
@@ -493,7 +491,7 @@ class ReservationCoordinator:
         return bool(self.parts) and all(p.caught_up for p in self.parts.values())
 
     async def assigned(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
-        rows = await stored_offsets(self.engine, RESERVATIONS_GROUP)
+        rows = await claim_positions(self.engine, RESERVATIONS_GROUP, partitions, self.log_id)
         ends = await log_ends(self.kafka, partitions)
         for tp in partitions:
             coordinator = SagaCoordinator()
@@ -501,7 +499,7 @@ class ReservationCoordinator:
                 tp=tp,
                 fold=Fold(coordinator.book),
                 coordinator=coordinator,
-                rows_from=rows.get(tp, 0),
+                rows_from=rows[tp],
                 emit_from=await self.runner.committed(tp),
                 end_at_assignment=ends[tp],
             )
@@ -567,7 +565,7 @@ class ReservationCoordinator:
             part.coordinator.written(saga, events)
 
     async def batch_done(self, next_offsets: Mapping[TopicPartition, int]) -> None:
-        rows: list[dict[str, Any]] = []
+        rows: dict[TopicPartition, list[dict[str, Any]]] = {}
         follow_ups: list[Awaitable[None]] = []
         for tp, next_offset in next_offsets.items():
             part = self.parts[tp]
@@ -581,19 +579,25 @@ class ReservationCoordinator:
                 live = touched if part.resumed else list(part.coordinator.book.sagas.values())
                 part.resumed = True
                 follow_ups.append(self._write_follow_ups(part, live))
-            rows.extend(
+            rows[tp] = [
                 self._row(saga, moved_at[saga.reservation_id])
                 for saga in touched
                 if saga.request is not None
-            )
+            ]
         await asyncio.gather(*follow_ups)
         for tp in next_offsets:
             self.parts[tp].traces.clear()
-        async with self.autocommit.connect() as connection:
-            await rm.write_reservations_batch(
-                connection,
-                rows=rows,
-                positions=position_rows(RESERVATIONS_GROUP, next_offsets, self.log_id),
+        # Partitions still folding what the read model already holds write nothing.
+        ahead = {tp: n for tp, n in next_offsets.items() if n > self.parts[tp].rows_from}
+        if ahead:
+            await rm.RESERVATIONS_WRITE.execute(
+                self.autocommit,
+                consumer=RESERVATIONS_GROUP,
+                log_id=self.log_id,
+                next_offsets=ahead,
+                rows=lambda partitions: {
+                    rm.reservations: [row for tp in partitions for row in rows[tp]]
+                },
             )
         for tp, next_offset in next_offsets.items():
             part = self.parts[tp]

@@ -10,8 +10,8 @@ which is cheaper and safer than migrating data that is derived anyway.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from omnistock.events import sqlbatch
-from omnistock.events.positions import POSITIONS_UPSERT, consumer_positions
+from omnistock.events.positions import PositionedWrite
 from omnistock.events.readmodel import read_model_metadata
 
 log = logging.getLogger(__name__)
@@ -132,18 +132,13 @@ def level_row(
     }
 
 
-#: A reservation coordinator's unit of work after a poll: the sagas it moved and its
-#: consumer positions.
-_WRITE_RESERVATIONS_BATCH = sqlbatch.one_statement(
-    sqlbatch.replace_all(reservations),
-    POSITIONS_UPSERT,
-)
-#: A stock owner's whole unit of work after a poll: levels, movements, its consumer
-#: positions and each partition's progress.
-_WRITE_STOCK_BATCH = sqlbatch.one_statement(
+#: A reservation coordinator's unit of work after a poll: the sagas it moved.
+RESERVATIONS_WRITE = PositionedWrite.of(sqlbatch.replace_all(reservations))
+#: A stock owner's whole unit of work after a poll: levels, movements and each
+#: partition's progress.
+STOCK_WRITE = PositionedWrite.of(
     sqlbatch.replace_all(stock_levels),
     sqlbatch.upsert(stock_movements),
-    POSITIONS_UPSERT,
     sqlbatch.upsert(
         stock_progress,
         key=("partition",),
@@ -156,41 +151,16 @@ _WRITE_STOCK_BATCH = sqlbatch.one_statement(
 )
 
 
-async def write_stock_batch(
-    connection: AsyncConnection,
-    *,
-    levels: Sequence[Mapping[str, Any]],
-    movements: Sequence[Mapping[str, Any]],
-    positions: Sequence[Mapping[str, Any]],
-    progress: Sequence[tuple[int, int, datetime | None]],
-) -> None:
-    """Write it all in one statement; ``progress`` per partition is (partition, next
-    offset, time of the last event folded). Atomic on its own: run it under autocommit."""
-    now = datetime.now(UTC)
-    await _WRITE_STOCK_BATCH.execute(
-        connection,
-        {
-            stock_levels: levels,
-            stock_movements: movements,
-            consumer_positions: positions,
-            stock_progress: [
-                {"partition": p, "next_offset": n, "last_event_at": at, "written_at": now}
-                for p, n, at in progress
-            ],
-        },
-    )
-
-
-async def write_reservations_batch(
-    connection: AsyncConnection,
-    *,
-    rows: Sequence[Mapping[str, Any]],
-    positions: Sequence[Mapping[str, Any]],
-) -> None:
-    """Write both in one statement, atomic on its own: run it under autocommit."""
-    await _WRITE_RESERVATIONS_BATCH.execute(
-        connection, {reservations: rows, consumer_positions: positions}
-    )
+def progress_row(
+    partition: int, next_offset: int, last_event_at: datetime | None, written_at: datetime
+) -> dict[str, Any]:
+    """``last_event_at``: the time of the last event folded."""
+    return {
+        "partition": partition,
+        "next_offset": next_offset,
+        "last_event_at": last_event_at,
+        "written_at": written_at,
+    }
 
 
 async def save_snapshot(
