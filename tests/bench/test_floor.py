@@ -1,0 +1,50 @@
+"""bench/floor.py: a quick run answers every request, and every 201 is a record in the log."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLI_TIMEOUT_S = 300
+
+
+@pytest.mark.integration
+def test_a_quick_run_writes_one_record_per_answer(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "floor.json"
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "KAFKA_TOPIC_PREFIX": topic_prefix,
+        "COLUMNS": "200",
+    }
+    result = subprocess.run(
+        [sys.executable, "bench/floor.py", "--quick", "--json-out", str(out)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "broker baseline" in result.stdout
+    figures: dict[str, Any] = json.loads(out.read_text())["figures"]
+    (rate,) = figures["rates"]
+    assert rate["outcomes"]["held"] == rate["requests"] > 0
+    assert rate["error_rate"] == 0
+    # The broker is the test harness's, not the run's: its CPU is not the run's to count.
+    assert set(rate["cpu"]["cores"]) == {"load generator (this process)", "floor app"}
+    check = figures["check"]
+    assert check["ok"] is True
+    # The warm-up's 50 and the measured ones: each 201 is one record.
+    assert check["in_the_log"] == check["answered_201"] == 50 + rate["requests"]
