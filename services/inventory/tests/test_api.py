@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -126,6 +127,42 @@ async def test_reservation_lifecycle(inventory: httpx.AsyncClient) -> None:
     assert [m["kind"] for m in ledger] == ["receipt", "hold", "commit"]
     assert ledger[-1]["document_id"] == "ord-1"
     assert ledger[-1]["committed"] == 4
+
+
+async def test_carts_racing_under_one_id_are_never_both_held(
+    inventory: httpx.AsyncClient,
+) -> None:
+    """Two requests under one reservation_id with different carts, sent together: the first
+    in the log is the reservation, the other is refused as a conflict, and none of its
+    stock stays held. Both are refused when the other's hold reached a SKU first."""
+    await register_demo_locations(inventory)
+    await receive(inventory, "rc-race", "wh-kassel", SKU_R1=10, SKU_R2=10)
+    held: dict[str, int] = {"SKU-R1": 0, "SKU-R2": 0}
+    races = [
+        # Different SKUs: each stock partition holds its own, only the saga can tell.
+        ([{"sku": "SKU-R1", "quantity": 1}], [{"sku": "SKU-R2", "quantity": 1}]),
+        # One SKU, another quantity: the hold that reaches the SKU first keeps it.
+        ([{"sku": "SKU-R1", "quantity": 2}], [{"sku": "SKU-R1", "quantity": 3}]),
+    ]
+    for n, (first, second) in enumerate(races):
+        answers = await asyncio.gather(
+            reserve(inventory, f"race-{n}", *first), reserve(inventory, f"race-{n}", *second)
+        )
+        # Carts of different SKUs: the first is held; of one SKU, maybe neither.
+        allowed = [[201, 409]] if n == 0 else [[201, 409], [409, 409]]
+        assert sorted(a.status_code for a in answers) in allowed, [a.text for a in answers]
+        for answer in answers:
+            if answer.status_code == 409:
+                assert answer.json()["type"].endswith("idempotency-conflict"), answer.text
+            else:
+                for line in answer.json()["lines"]:
+                    held[line["sku"]] += line["quantity"]
+
+        async def only_the_answered_cart_is_held() -> bool:
+            totals = {sku: (await stock(inventory, sku))["totals"]["held"] for sku in held}
+            return totals == held
+
+        await eventually(only_the_answered_cart_is_held, message=f"race-{n}: {held}")
 
 
 async def test_abandoned_holds_return_at_expiry(inventory: httpx.AsyncClient, clock: Clock) -> None:

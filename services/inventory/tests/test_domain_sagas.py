@@ -9,6 +9,7 @@ and commits gets its chance. The code under test is the real domain code.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -63,6 +64,14 @@ class World:
         else:
             self.reservation_queue.append(event)
 
+    def overtake(self, event: Event) -> None:
+        """Write a hold request ahead of those still queued for its stock partition: two
+        APIs write concurrently, so a later request's hold can reach a SKU first."""
+        sku = getattr(event, "sku", None)
+        assert sku is not None
+        self.written.append(event)
+        self.stock_queues[sku].appendleft(event)
+
     def deliver_stock(self, sku: str) -> None:
         event = self.stock_queues[sku].popleft()
         # The owner's expiry timer writes HoldExpired once the hold is due by its clock.
@@ -85,6 +94,7 @@ class World:
                     order_id=decision.order_id,
                     stock_position=envelope.position.token() if envelope.position else "",
                     decided_event_id=envelope.id,
+                    request_fingerprint=decision.request_fingerprint,
                 )
             )
 
@@ -95,7 +105,7 @@ class World:
             # I2 at the moment it is reported: no hold of it was let go before (in log
             # order), and every line is held or was only just let go by its owner.
             assert saga is not None
-            assert not saga.let_go, saga
+            assert not [sku for sku in saga.let_go if sku in saga.skus], saga
             for sku in {line.sku for line in envelope.event.lines}:
                 assert self.books[sku].holds[saga.reservation_id, sku].status in (
                     "held",
@@ -144,7 +154,16 @@ def scenario(draw: st.DrawFn) -> tuple[list[tuple[str, object]], list[int]]:
         lines = draw(
             st.lists(st.tuples(st.sampled_from(SKUS), st.integers(1, 3)), min_size=1, max_size=3)
         )
-        steps.append(("reserve", (f"r{n}", lines)))
+        # Sometimes another cart under the same id races the first through the log.
+        racing = draw(
+            st.one_of(
+                st.none(),
+                st.lists(
+                    st.tuples(st.sampled_from(SKUS), st.integers(1, 3)), min_size=1, max_size=3
+                ),
+            )
+        )
+        steps.append(("reserve", (f"r{n}", lines, racing)))
         extra = draw(st.sampled_from(["none", "commit", "release", "expire", "commit_mismatch"]))
         if extra != "none":
             steps.append((extra, f"r{n}"))
@@ -152,6 +171,39 @@ def scenario(draw: st.DrawFn) -> tuple[list[tuple[str, object]], list[int]]:
     ordered = sorted(range(len(steps)), key=lambda i: (steps[i][0] != "receive", i))
     choices = draw(st.lists(st.integers(0, 10), max_size=200))
     return [steps[i] for i in ordered], choices
+
+
+def request(
+    world: World,
+    rid: str,
+    lines: list[tuple[str, int]],
+    fingerprint: str,
+    write_hold: Callable[[Event], None],
+) -> None:
+    """What the API writes for a reservation request: the saga's record, then the holds."""
+    expires = T0 + timedelta(minutes=15)
+    world.write(
+        ReservationRequested(
+            reservation_id=rid,
+            lines=[RequestedLine(sku=s, quantity=q) for s, q in lines],
+            ttl_seconds=900,
+            channel="web",
+            expires_at=expires,
+            request_fingerprint=fingerprint,
+        )
+    )
+    for sku in sorted({s for s, _ in lines}):
+        write_hold(
+            HoldRequested(
+                reservation_id=rid,
+                sku=sku,
+                lines=[HoldLine(quantity=q) for s, q in lines if s == sku],
+                online_locations=LOCATIONS,
+                expires_at=expires,
+                requested_at=T0,
+                request_fingerprint=fingerprint,
+            )
+        )
 
 
 def act(world: World, requested: dict[str, list[tuple[str, int]]], kind: str, arg: object) -> None:
@@ -163,31 +215,13 @@ def act(world: World, requested: dict[str, list[tuple[str, int]]], kind: str, ar
                 StockReceived(receipt_id=f"rc-{sku}-{loc}", sku=sku, location_id=loc, quantity=qty)
             )
     elif kind == "reserve":
-        rid, lines = arg  # type: ignore[misc]
+        rid, lines, racing = arg  # type: ignore[misc]
         requested[rid] = lines
-        expires = T0 + timedelta(minutes=15)
-        world.write(
-            ReservationRequested(
-                reservation_id=rid,
-                lines=[RequestedLine(sku=s, quantity=q) for s, q in lines],
-                ttl_seconds=900,
-                channel="web",
-                expires_at=expires,
-                request_fingerprint=rid,
-            )
-        )
-        for sku in sorted({s for s, _ in lines}):
-            world.write(
-                HoldRequested(
-                    reservation_id=rid,
-                    sku=sku,
-                    lines=[HoldLine(quantity=q) for s, q in lines if s == sku],
-                    online_locations=LOCATIONS,
-                    expires_at=expires,
-                    requested_at=T0,
-                    request_fingerprint=rid,
-                )
-            )
+        request(world, rid, lines, rid, world.write)
+        if racing is not None:
+            # Written after the first request, yet its holds reach each SKU first: two
+            # APIs write concurrently.
+            request(world, rid, racing, f"{rid}-racing", world.overtake)
     elif kind in ("commit", "commit_mismatch"):
         rid = str(arg)
         lines = requested[rid] if kind == "commit" else [("A", 99)]
@@ -208,6 +242,34 @@ def act(world: World, requested: dict[str, list[tuple[str, int]]], kind: str, ar
             world.stock_queues[sku].append(HoldExpired(reservation_id=rid, sku=sku))
 
 
+def only_first_requests_decided(
+    world: World, requested: dict[str, list[tuple[str, int]]]
+) -> dict[str, Event]:
+    """Every verdict is on the first request under its id, for exactly what it asked; a
+    racing cart is never held. Returns the last verdict per id."""
+    verdicts = [
+        e
+        for e in world.written
+        if isinstance(e, ReservationHeld | ReservationRejected | ReservationReleased)
+    ]
+    assert all(e.request_fingerprint == e.reservation_id for e in verdicts)
+    for e in verdicts:
+        if isinstance(e, ReservationHeld):
+            held: dict[str, int] = {}
+            for line in e.lines:
+                held[line.sku] = held.get(line.sku, 0) + line.quantity
+            asked: dict[str, int] = {}
+            for sku, quantity in requested[e.reservation_id]:
+                asked[sku] = asked.get(sku, 0) + quantity
+            assert held == asked, (e, requested[e.reservation_id])
+    for sku in SKUS:
+        for (rid, _), hold in world.books[sku].holds.items():
+            if hold.status in ("held", "committed"):
+                assert hold.fingerprint == rid, (rid, sku, hold)
+                assert sku in {s for s, _ in requested[rid]}, (rid, sku)
+    return {e.reservation_id: e for e in verdicts}
+
+
 @settings(max_examples=300, deadline=None)
 @given(scenario())
 def test_every_reservation_is_all_or_nothing_once_settled(
@@ -222,11 +284,7 @@ def test_every_reservation_is_all_or_nothing_once_settled(
         world.settle(chunk)
     world.settle([])
 
-    summaries = {
-        e.reservation_id: e
-        for e in world.written
-        if isinstance(e, ReservationHeld | ReservationRejected | ReservationReleased)
-    }
+    summaries = only_first_requests_decided(world, requested)
     for rid, lines in requested.items():
         saga = world.coordinator.book.sagas[rid]
         assert saga.status != "pending", f"{rid} never settled"
@@ -289,7 +347,10 @@ def test_a_hold_that_runs_out_before_the_last_sku_is_decided_ends_the_reservatio
     world.settle([])
 
     assert not any(isinstance(e, ReservationHeld) for e in world.written)
-    assert ReservationReleased(reservation_id="cart-1", reason="expired") in world.written
+    assert (
+        ReservationReleased(reservation_id="cart-1", reason="expired", request_fingerprint="f")
+        in world.written
+    )
     assert world.coordinator.book.sagas["cart-1"].status == "expired"
     for sku in ("A", "B"):
         assert world.books[sku].holds["cart-1", sku].status != "held"

@@ -283,6 +283,9 @@ class HoldOutcome(_ReservationEvent):
     stock_position: str
     #: Id of the stock event decided, so a duplicate relay is recognised.
     decided_event_id: str
+    #: For a hold: the ``request_fingerprint`` of the request answered, so that the saga
+    #: and the waiting API tell the first request under an id from a conflicting one.
+    request_fingerprint: str | None = None
 
 
 class ReservationHeld(_ReservationEvent):
@@ -291,12 +294,16 @@ class ReservationHeld(_ReservationEvent):
     event_type: ClassVar[str] = "io.omnistock.inventory.ReservationHeld"
     lines: list[LocatedLine]
     expires_at: AwareDatetime
+    #: The request the saga decided: the first under this id in the log.
+    request_fingerprint: str | None = None
 
 
 class ReservationRejected(_ReservationEvent):
     event_type: ClassVar[str] = "io.omnistock.inventory.ReservationRejected"
     reason: Literal["insufficient_stock", "conflict"]
     lines: list[RejectedLine]
+    #: The request the saga decided: the first under this id in the log.
+    request_fingerprint: str | None = None
 
 
 class ReservationExtensionRequested(_ReservationEvent):
@@ -346,6 +353,8 @@ class ReservationReleaseRequested(_ReservationEvent):
 class ReservationReleased(_ReservationEvent):
     event_type: ClassVar[str] = "io.omnistock.inventory.ReservationReleased"
     reason: Literal["released", "expired", "aborted"]
+    #: The request the saga decided: the first under this id in the log.
+    request_fingerprint: str | None = None
 
 
 # --- orders.events (key: order_id) --------------------------------------------------------

@@ -31,6 +31,7 @@ from omnistock.events.catalogue import (
     LocatedLine,
     LocationRegistered,
     Longitude,
+    RejectedLine,
     RequestedLine,
     ReservationChangeRefused,
     ReservationCommitRejected,
@@ -38,6 +39,8 @@ from omnistock.events.catalogue import (
     ReservationCommitted,
     ReservationExtended,
     ReservationExtensionRequested,
+    ReservationHeld,
+    ReservationRejected,
     ReservationReleased,
     ReservationReleaseRequested,
     ReservationRequested,
@@ -47,7 +50,7 @@ from omnistock.events.catalogue import (
 )
 from omnistock.events.envelope import Envelope, Event, Position, derived_id, utcnow
 from omnistock.events.http import FieldError, Problem, ProblemDetails, app_state
-from omnistock.events.outcomes import Outcomes
+from omnistock.events.outcomes import Inbox, Outcomes
 from omnistock.events.positions import consumer_positions
 from omnistock.events.producer import EventProducer
 from omnistock.inventory import projections as rm
@@ -338,6 +341,15 @@ async def reserve(deps: Deps, body: ReservationIn) -> ReservationOut:
         if line.location_id is not None:
             await require_location(deps, line.location_id, f"lines.{n}.location_id")
     body_print = fingerprint(body)
+    async with deps.outcomes.watch(body.reservation_id) as inbox:
+        return await reserve_watched(deps, body, body_print, inbox)
+
+
+async def reserve_watched(
+    deps: Inventory, body: ReservationIn, body_print: str, inbox: Inbox
+) -> ReservationOut:
+    # Watching before reading the row: the coordinator writes a saga's row before its
+    # verdict, so a verdict this request does not see was written after its row.
     existing = await stored_reservation(deps, body.reservation_id)
     if existing is not None and existing.request_fingerprint != body_print:
         raise idempotency_conflict(body.reservation_id)
@@ -371,54 +383,124 @@ async def reserve(deps: Deps, body: ReservationIn) -> ReservationOut:
         ),
     ]
 
-    def decided(events: list[Event]) -> dict[str, HoldOutcome] | None:
-        outcomes = {e.sku: e for e in events if isinstance(e, HoldOutcome) and e.request == "hold"}
+    def answers(events: list[Event]) -> dict[str, HoldOutcome]:
+        """The stock folds' answers to this request's holds (not to a racing request's)."""
+        return {
+            e.sku: e
+            for e in events
+            if isinstance(e, HoldOutcome)
+            and e.request == "hold"
+            and e.request_fingerprint in (None, body_print)
+        }
+
+    def repeated(events: list[Event]) -> dict[str, HoldOutcome] | None:
+        outcomes = answers(events)
         return outcomes if all(sku in outcomes for sku in by_sku) else None
 
-    async with deps.outcomes.watch(rid) as inbox:
-        # The saga's record first: once acknowledged it precedes, on the reservation's
-        # partition, every outcome of the holds below, so no hold can look like a stray.
-        await deps.producer.publish(writes[0], correlation_id=rid)
-        await deps.producer.send_many(
-            [deps.producer.envelope(event, correlation_id=rid) for event in writes[1:]]
-        )
-        try:
-            outcomes = await inbox.until(decided, deps.settings.decision_timeout_s)
-        except TimeoutError:
-            raise decision_timeout(rid) from None
+    def verdict(events: list[Event]) -> Verdict | None:
+        return next((e for e in events if isinstance(e, Verdict)), None)
+
+    # The saga's record first: once acknowledged it precedes, on the reservation's
+    # partition, every outcome of the holds below, so no hold can look like a stray.
+    await deps.producer.publish(writes[0], correlation_id=rid)
+    await deps.producer.send_many(
+        [deps.producer.envelope(event, correlation_id=rid) for event in writes[1:]]
+    )
+    try:
+        if existing is not None:
+            # A retry of a request the saga has taken: the stock folds answer its holds
+            # again as they first did.
+            outcomes = await inbox.until(repeated, deps.settings.decision_timeout_s)
+            return answer_from_holds(rid, outcomes)
+        # A new id, as far as the read model knows: only the saga, folding the requests in
+        # the log's order, knows whether this one is the first under it. Carts racing
+        # under one id are each held SKU by SKU; the others' holds are given back and
+        # their requests refused.
+        decided = await inbox.until(verdict, deps.settings.decision_timeout_s)
+    except TimeoutError:
+        raise decision_timeout(rid) from None
+    return answer_from_verdict(rid, body_print, decided, answers(inbox.events))
+
+
+#: What the saga writes once a reservation's request is decided.
+Verdict = ReservationHeld | ReservationRejected | ReservationReleased
+
+
+def answer_from_holds(rid: str, outcomes: dict[str, HoldOutcome]) -> ReservationOut:
     if any(o.outcome == "conflict" for o in outcomes.values()):
         raise idempotency_conflict(rid)
     rejected = [o for o in outcomes.values() if o.outcome == "rejected"]
     if rejected:
-        raise Problem(
-            409,
-            "insufficient-stock",
-            "Insufficient stock",
-            "Not every line can be held; nothing is held.",
-            lines=[
-                {"sku": o.sku, "requested": o.requested, "available": o.available}
-                for o in sorted(rejected, key=lambda o: o.sku)
-            ],
+        raise insufficient_stock(
+            [
+                RejectedLine(sku=o.sku, requested=o.requested, available=o.available)
+                for o in rejected
+            ]
         )
     first = next(iter(outcomes.values()))
-    if first.expires_at <= utcnow():
-        # Decided after its own expiry (a TTL shorter than the time the log took): the
-        # holds run out as they are granted and the saga ends it expired, never held.
-        raise Problem(
-            409,
-            "reservation-expired",
-            "Reservation expired before it was decided",
-            f"Reservation {rid} ran out before every line was held; nothing is held. "
-            "Ask again under a new reservation_id, with a longer ttl_seconds.",
-            status_now="expired",
-            errors=[FieldError(field="ttl_seconds", message="shorter than the decision took")],
-        )
+    assert first.expires_at is not None
+    return held(
+        rid,
+        first.expires_at,
+        [line for sku in sorted(outcomes) for line in outcomes[sku].allocations],
+        outcomes,
+    )
+
+
+def answer_from_verdict(
+    rid: str, body_print: str, decided: Verdict, outcomes: dict[str, HoldOutcome]
+) -> ReservationOut:
+    if decided.request_fingerprint not in (None, body_print):
+        raise idempotency_conflict(rid)
+    if isinstance(decided, ReservationRejected):
+        if decided.reason == "conflict":
+            raise idempotency_conflict(rid)
+        raise insufficient_stock(decided.lines)
+    if isinstance(decided, ReservationReleased):
+        if decided.reason == "expired":
+            raise expired_before_decided(rid)
+        raise refused(rid, "released", "reserve")
+    return held(rid, decided.expires_at, decided.lines, outcomes)
+
+
+def held(
+    rid: str, expires_at: datetime, lines: list[LocatedLine], outcomes: dict[str, HoldOutcome]
+) -> ReservationOut:
+    if expires_at <= utcnow():
+        raise expired_before_decided(rid)
     return ReservationOut(
         reservation_id=rid,
         status="held",
-        expires_at=first.expires_at,
-        lines=[line for sku in sorted(outcomes) for line in outcomes[sku].allocations],
-        position=",".join(sorted(o.stock_position for o in outcomes.values())),
+        expires_at=expires_at,
+        lines=lines,
+        position=",".join(sorted(o.stock_position for o in outcomes.values())) or None,
+    )
+
+
+def insufficient_stock(lines: list[RejectedLine]) -> Problem:
+    return Problem(
+        409,
+        "insufficient-stock",
+        "Insufficient stock",
+        "Not every line can be held; nothing is held.",
+        lines=[
+            {"sku": line.sku, "requested": line.requested, "available": line.available}
+            for line in sorted(lines, key=lambda line: line.sku)
+        ],
+    )
+
+
+def expired_before_decided(rid: str) -> Problem:
+    # Decided after its own expiry (a TTL shorter than the time the log took): the holds
+    # run out as they are granted and the saga ends it expired, never held.
+    return Problem(
+        409,
+        "reservation-expired",
+        "Reservation expired before it was decided",
+        f"Reservation {rid} ran out before every line was held; nothing is held. "
+        "Ask again under a new reservation_id, with a longer ttl_seconds.",
+        status_now="expired",
+        errors=[FieldError(field="ttl_seconds", message="shorter than the decision took")],
     )
 
 

@@ -466,7 +466,11 @@ class LogAudit:
         before = book.sagas.get(rid) if rid is not None else None
         if isinstance(event, HoldOutcome):
             self._relayed.add(event.decided_event_id)
-            taken = before is None or event.sku not in before.holds
+            # As the saga takes them: the first answer per SKU to its own request.
+            taken = before is None or (
+                event.sku not in before.holds
+                and event.request_fingerprint in (None, before.fingerprint)
+            )
             if event.request == "hold" and event.outcome in ("held", "rejected") and taken:
                 self._accepted[event.reservation_id, event.sku] = event
         elif isinstance(event, ReservationHeld):

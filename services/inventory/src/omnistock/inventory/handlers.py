@@ -347,6 +347,7 @@ class StockOwner:
                 order_id=decision.order_id,
                 stock_position=envelope.position.token(),
                 decided_event_id=envelope.id,
+                request_fingerprint=decision.request_fingerprint,
             ),
             id=derived_id(envelope.id, "outcome"),
             correlation_id=envelope.correlation_id,
@@ -584,10 +585,10 @@ class ReservationCoordinator:
                 for saga in touched
                 if saga.request is not None
             ]
-        await asyncio.gather(*follow_ups)
-        for tp in next_offsets:
-            self.parts[tp].traces.clear()
-        # Partitions still folding what the read model already holds write nothing.
+        # Rows first: an API that hears a saga's verdict must find the saga's row when the
+        # same request comes again (it answers a repeat from the row's request). The
+        # follow-ups do not depend on the rows: the group's offset, committed after both,
+        # is what makes them be written again after a crash.
         ahead = {tp: n for tp, n in next_offsets.items() if n > self.parts[tp].rows_from}
         if ahead:
             await rm.RESERVATIONS_WRITE.execute(
@@ -599,6 +600,9 @@ class ReservationCoordinator:
                     rm.reservations: [row for tp in partitions for row in rows[tp]]
                 },
             )
+        await asyncio.gather(*follow_ups)
+        for tp in next_offsets:
+            self.parts[tp].traces.clear()
         for tp, next_offset in next_offsets.items():
             part = self.parts[tp]
             part.rows_from = max(part.rows_from, next_offset)

@@ -48,6 +48,11 @@ class Saga:
     order_id: str | None = None
     #: The fold's answer to each SKU's hold request (conflicting retries excluded).
     holds: dict[str, HoldOutcome] = field(default_factory=dict)
+    #: SKUs held under this id for another request than the first (two carts raced under
+    #: one id): given back, never counted as this reservation's.
+    foreign_holds: set[str] = field(default_factory=set)
+    #: SKUs of this reservation whose hold another request under the id took first.
+    conflicted: set[str] = field(default_factory=set)
     #: SKUs the stock fold says are no longer held (released, aborted or expired).
     let_go: dict[str, str] = field(default_factory=dict)
     commit: ReservationCommitRequested | None = None
@@ -123,10 +128,23 @@ class Saga:
             else:
                 self.extension = None
 
+    @property
+    def fingerprint(self) -> str | None:
+        return self.request.request_fingerprint if self.request else None
+
+    def _hold_outcome(self, e: HoldOutcome) -> None:
+        # Outcomes written before they named their request count as this request's.
+        if e.request_fingerprint not in (None, self.fingerprint):
+            if e.outcome == "held":
+                self.foreign_holds.add(e.sku)
+        elif e.outcome in ("held", "rejected") and e.sku not in self.holds:
+            self.holds[e.sku] = e
+        elif e.outcome == "conflict":
+            self.conflicted.add(e.sku)
+
     def _outcome(self, e: HoldOutcome) -> None:
         if e.request == "hold":
-            if e.outcome in ("held", "rejected") and e.sku not in self.holds:
-                self.holds[e.sku] = e
+            self._hold_outcome(e)
         elif e.request in ("release", "expire"):
             if e.outcome in ("released", "expired", "not_held", "unknown"):
                 self.let_go.setdefault(e.sku, e.outcome)
@@ -159,7 +177,11 @@ class Saga:
         if self.unanswered_release and self.status != "held":
             if self.status in ("released", "expired", "rejected"):
                 reason = "expired" if self.status == "expired" else "released"
-                out.append(ReservationReleased(reservation_id=rid, reason=reason))
+                out.append(
+                    ReservationReleased(
+                        reservation_id=rid, reason=reason, request_fingerprint=self.fingerprint
+                    )
+                )
             elif self.status == "committed":
                 out.append(
                     ReservationChangeRefused(
@@ -176,10 +198,7 @@ class Saga:
         """No reservation was ever requested under this id: refuse what is asked of it, and
         give back holds that arrived without one (a conflicting retry)."""
         rid = self.reservation_id
-        out: list[Event] = [
-            HoldReleaseRequested(reservation_id=rid, sku=sku, reason="aborted")
-            for sku in self.held_skus()
-        ]
+        out: list[Event] = self._stray_holds()
         out += [
             ReservationCommitRejected(
                 reservation_id=rid, order_id=order, reason="unknown_reservation"
@@ -197,16 +216,29 @@ class Saga:
         return out
 
     def _stray_holds(self) -> list[Event]:
+        """Releases of the holds under this id that are not this reservation's."""
         wanted = set(self.skus)
+        stray = {sku for sku in self.held_skus() if sku not in wanted}
+        stray.update(sku for sku in self.foreign_holds if sku not in self.let_go)
         return [
             HoldReleaseRequested(reservation_id=self.reservation_id, sku=sku, reason="aborted")
-            for sku in self.held_skus()
-            if sku not in wanted
+            for sku in sorted(stray)
         ]
 
     def _decide(self) -> list[Event]:
-        if any(sku not in self.holds for sku in self.skus):
+        if any(sku not in self.holds and sku not in self.conflicted for sku in self.skus):
             return []
+        if self.conflicted:
+            # Another request under this id took a SKU first: this one cannot be whole.
+            return [
+                ReservationRejected(
+                    reservation_id=self.reservation_id,
+                    reason="conflict",
+                    lines=[],
+                    request_fingerprint=self.fingerprint,
+                ),
+                *self._release_all("aborted"),
+            ]
         outcomes = [self.holds[sku] for sku in self.skus]
         rejected = [o for o in outcomes if o.outcome == "rejected"]
         if rejected:
@@ -218,6 +250,7 @@ class Saga:
                         RejectedLine(sku=o.sku, requested=o.requested, available=o.available)
                         for o in rejected
                     ],
+                    request_fingerprint=self.fingerprint,
                 ),
                 *self._release_all("aborted"),
             ]
@@ -229,13 +262,20 @@ class Saga:
             if releases:
                 return releases
             reason = "expired" if "expired" in gone.values() else "released"
-            return [ReservationReleased(reservation_id=self.reservation_id, reason=reason)]
+            return [
+                ReservationReleased(
+                    reservation_id=self.reservation_id,
+                    reason=reason,
+                    request_fingerprint=self.fingerprint,
+                )
+            ]
         assert self.request is not None
         return [
             ReservationHeld(
                 reservation_id=self.reservation_id,
                 lines=[line for o in outcomes for line in o.allocations],
                 expires_at=self.request.expires_at,
+                request_fingerprint=self.fingerprint,
             )
         ]
 
@@ -255,22 +295,34 @@ class Saga:
 
     def _while_held(self) -> list[Event]:  # noqa: PLR0911 - one return per saga phase
         rid = self.reservation_id
-        if self.let_go:
+        # Holds given back that were never this reservation's (strays) change nothing.
+        gone = [why for sku, why in self.let_go.items() if sku in self.skus]
+        if gone:
             # A part expired or was released: the reservation cannot stand any more.
-            reason = "expired" if "expired" in self.let_go.values() else "released"
+            reason = "expired" if "expired" in gone else "released"
             if self.commit is not None and self.unanswered_commits:
                 return []  # the commit path settles and compensates
             releases = self._release_all("aborted")
             if releases:
                 return releases
-            return [ReservationReleased(reservation_id=rid, reason=reason)]
+            return [
+                ReservationReleased(
+                    reservation_id=rid, reason=reason, request_fingerprint=self.fingerprint
+                )
+            ]
         if self.commit is not None and self.commit.order_id in self.unanswered_commits:
             return self._committing(self.commit)
         out: list[Event] = []
         if self.release_requested:
             out += self._release_all("released")
             if not out:
-                out.append(ReservationReleased(reservation_id=rid, reason="released"))
+                out.append(
+                    ReservationReleased(
+                        reservation_id=rid,
+                        reason="released",
+                        request_fingerprint=self.fingerprint,
+                    )
+                )
             return out
         if self.extension is not None:
             x = self.extension
@@ -362,6 +414,8 @@ class Saga:
             self.order_id,
             self.request.model_dump(mode="json") if self.request else None,
             sorted([sku, o.model_dump(mode="json")] for sku, o in self.holds.items()),
+            sorted(self.foreign_holds),
+            sorted(self.conflicted),
             sorted(self.let_go.items()),
             self.commit.model_dump(mode="json") if self.commit else None,
             sorted(self.committed_skus.items()),

@@ -125,6 +125,8 @@ class Decision:
     available: int = 0
     expires_at: datetime | None = None
     order_id: str | None = None
+    #: For a hold: the fingerprint of the request answered (not of the hold it met).
+    request_fingerprint: str | None = None
 
 
 @dataclass(slots=True)
@@ -333,12 +335,15 @@ class StockBook:
     def _hold_requested(self, envelope: Envelope[Event]) -> Effects:
         e = envelope.event
         assert isinstance(e, HoldRequested)
+        fp = e.request_fingerprint
         existing = self.holds.get((e.reservation_id, e.sku))
         if existing is not None:
             if existing.fingerprint != e.request_fingerprint:
-                return Effects(decision=self._decision(existing, "hold", "conflict"))
+                return Effects(
+                    decision=self._decision(existing, "hold", "conflict", fingerprint=fp)
+                )
             first_outcome: HoldOutcomeKind = "rejected" if existing.status == "rejected" else "held"
-            return Effects(decision=self._decision(existing, "hold", first_outcome))
+            return Effects(decision=self._decision(existing, "hold", first_outcome, fingerprint=fp))
         allocations = self._allocate(e)
         requested = sum(line.quantity for line in e.lines)
         if allocations is None:
@@ -356,7 +361,7 @@ class StockBook:
                 available_at_decision=available,
             )
             self.holds[e.reservation_id, e.sku] = hold
-            return Effects(decision=self._decision(hold, "hold", "rejected"))
+            return Effects(decision=self._decision(hold, "hold", "rejected", fingerprint=fp))
         hold = Hold(
             e.reservation_id,
             e.sku,
@@ -382,7 +387,7 @@ class StockBook:
                     held_change=quantity,
                 )
             )
-        effects.decision = self._decision(hold, "hold", "held")
+        effects.decision = self._decision(hold, "hold", "held", fingerprint=fp)
         return effects
 
     def _allocate(self, e: HoldRequested) -> dict[str, int] | None:
@@ -632,6 +637,8 @@ class StockBook:
         request: HoldRequestKind,
         outcome: HoldOutcomeKind,
         order_id: str | None = None,
+        *,
+        fingerprint: str | None = None,
     ) -> Decision:
         return Decision(
             hold.reservation_id,
@@ -643,6 +650,7 @@ class StockBook:
             available=hold.available_at_decision,
             expires_at=hold.expires_at,
             order_id=order_id or hold.order_id,
+            request_fingerprint=fingerprint,
         )
 
     @staticmethod
