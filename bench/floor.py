@@ -229,7 +229,7 @@ def main(
                 broker.kafka,
                 messages=100 if quick else messages,
                 payload_bytes=payload_bytes,
-                round_trip_budget_s=10.0,
+                round_trip_budget_s=2.0 if quick else 10.0,
                 broker=broker.kind,
             )
         )
