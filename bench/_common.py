@@ -994,6 +994,14 @@ def cpu_rows(cpu: Mapping[str, Any]) -> list[Row]:
     return rows
 
 
+def cpu_per_answer(cpu: Mapping[str, Any], process: str, answers_per_s: float) -> Row:
+    """``process``'s CPU time per answer: the cost of one request to the process, whatever
+    the rate."""
+    cores = cpu["cores"].get(process)
+    value = f"{cores * 1000 / answers_per_s:.2f} ms" if cores and answers_per_s else "-"
+    return Row(f"{process} CPU per answer", value)
+
+
 # --- a lean HTTP client for load ------------------------------------------------------------
 
 

@@ -45,6 +45,7 @@ from bench._common import (
     Row,
     baseline_rows,
     broker_baseline,
+    cpu_per_answer,
     cpu_rows,
     http_client,
     latency_text,
@@ -69,6 +70,8 @@ from omnistock.events.topics import INVENTORY_RESERVATIONS
 from omnistock.inventory.api import ReservationIn
 
 NAME: Final = "floor"
+#: How the CPU figures name the endpoint under load.
+FLOOR_APP: Final = "floor app"
 QUICK_RATES: Final = (20,)
 QUICK_DURATION_S: Final = 2.0
 READY_TIMEOUT_S: Final = 60.0
@@ -175,7 +178,7 @@ async def sweep(
             meter = CpuMeter(
                 {
                     "load generator (this process)": os.getpid(),
-                    "floor app": pid,
+                    FLOOR_APP: pid,
                     "broker": broker.pid,
                 }
             )
@@ -198,6 +201,7 @@ def rate_rows(figures: dict[str, Any]) -> list[Row]:
         ),
         Row("errors (5xx, timeouts)", f"{figures['error_rate']:.1%}"),
         *cpu_rows(figures["cpu"]),
+        cpu_per_answer(figures["cpu"], FLOOR_APP, figures["answers_per_s"]),
     ]
 
 

@@ -66,6 +66,7 @@ from bench._common import (
     baseline_rows,
     broker_baseline,
     classify,
+    cpu_per_answer,
     cpu_rows,
     expect_status,
     http_client,
@@ -93,6 +94,8 @@ from omnistock.inventory.domain.stock import StockBook
 from omnistock.inventory.handlers import RESERVATIONS_GROUP, STOCK_GROUP
 
 NAME: Final = "reserve"
+#: How the CPU figures name the service under load.
+SERVICE: Final = "inventory service"
 log = logging.getLogger(__name__)
 
 #: The groups whose work a reservation causes, and what they read.
@@ -557,7 +560,7 @@ async def rate_sweep(
     catalogue = make_catalogue(skus, run)
     processes = {
         "load generator (this process)": os.getpid(),
-        "inventory service": service.pid,
+        SERVICE: service.pid,
         "broker": broker.pid,
         "PostgreSQL": service.postgres_pid,
     }
@@ -638,7 +641,7 @@ async def flash_sale(
     split = {warehouse.location_id: units - units // 2, store.location_id: units // 2}
     processes = {
         "load generator (this process)": os.getpid(),
-        "inventory service": service.pid,
+        SERVICE: service.pid,
         "broker": broker.pid,
         "PostgreSQL": service.postgres_pid,
     }
@@ -748,6 +751,7 @@ def rate_rows(figures: Mapping[str, Any]) -> list[Row]:
             " · ".join(f"{c:.2f}" for c in cpu["cores"].values())
             + f" · {cpu['others_cores']:.2f} cores (generator {generator / cpu['cpus']:.0%})",
         ),
+        cpu_per_answer(cpu, SERVICE, figures["answers_per_s"]),
     ]
 
 

@@ -11,8 +11,19 @@ from typing import Any
 
 import pytest
 
+from bench._common import cpu_per_answer
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT_S = 300
+
+
+def test_cpu_per_answer_is_the_process_cores_over_the_answer_rate() -> None:
+    cpu = {"cores": {"floor app": 0.9, "broker": 0.1}}
+
+    assert cpu_per_answer(cpu, "floor app", 1000).value == "0.90 ms"
+    # No such process (an external broker), or no answers: nothing to divide.
+    assert cpu_per_answer(cpu, "PostgreSQL", 1000).value == "-"
+    assert cpu_per_answer(cpu, "broker", 0).value == "-"
 
 
 @pytest.mark.integration
