@@ -164,16 +164,22 @@ async def test_orders_settle_exactly_once_across_two_kills(
                 body: dict[str, Any] = (await http.get(f"/v1/orders/{order_id}")).json()
                 return body
 
+            #: The first order found unsettled, as the API shows it: what a failure reports.
+            waiting_for: list[dict[str, Any]] = []
+
             async def all_settled() -> bool:
-                for body, _ in todo:
-                    if (await status_of(body["order_id"])).get("status") not in (
-                        "confirmed",
-                        "rejected",
-                    ):
+                waiting_for.clear()
+                for body, expected in todo:
+                    got = await status_of(body["order_id"])
+                    if got.get("status") not in ("confirmed", "rejected"):
+                        waiting_for.append({"expected": expected, **got})
                         return False
                 return True
 
-            await eventually(all_settled, timeout=60, message="every order settled")
+            try:
+                await eventually(all_settled, timeout=60, message="every order settled")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; still waiting for {waiting_for}") from None
             final = {body["order_id"]: await status_of(body["order_id"]) for body, _ in todo}
 
         # Each order ends as it must; of two orders on one reservation exactly one has it.
