@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
+import httpx
 import pytest
 
 from omnistock.devstack import demo
@@ -87,3 +89,26 @@ async def test_a_wait_that_does_not_end_names_what_is_missing() -> None:
             timeout=0.1,
             steps=[demo.Step("inventory", "wait", waiting_step)],
         )
+
+
+async def test_a_503_is_asked_again_after_its_retry_after_until_the_deadline() -> None:
+    """A service that cannot confirm a write answers 503 with Retry-After; the loader asks
+    again (its writes are idempotent) and fails only when the deadline is past."""
+    answers = iter([503, 503, 201])
+    calls: list[str] = []
+
+    def service(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        status = next(answers)
+        return httpx.Response(status, headers={"retry-after": "0"}, json={"status": status})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(service)) as client:
+        loop = asyncio.get_running_loop()
+        ctx = demo.Context(client, {"inventory": "http://inventory"}, loop.time() + 5)
+        assert await ctx.send("inventory", "POST", "/v1/receipts", {}) == {"status": 201}
+        assert calls == ["/v1/receipts"] * 3
+
+        late = demo.Context(client, {"inventory": "http://inventory"}, loop.time() - 1)
+        answers = iter([503])
+        with pytest.raises(demo.DemoDataError, match="answered 503"):
+            await late.send("inventory", "POST", "/v1/receipts", {})

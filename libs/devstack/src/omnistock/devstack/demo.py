@@ -101,9 +101,19 @@ class Context:
     async def send(
         self, service: str, method: str, path: str, body: dict[str, Any] | None = None
     ) -> Any:
-        """The JSON answer to a request that must succeed."""
-        response = await self.client.request(method, self.url(service, path), json=body)
-        return _check(response).json()
+        """The JSON answer to a request that must succeed. A 503 (the log or the database
+        is briefly unavailable, e.g. on a busy machine) is asked again after its
+        ``Retry-After``, until the deadline: every demo write is idempotent on its id."""
+        loop = asyncio.get_running_loop()
+        while True:
+            response = await self.client.request(method, self.url(service, path), json=body)
+            if response.status_code != 503:
+                return _check(response).json()
+            pause = float(response.headers.get("retry-after", "1"))
+            if loop.time() + pause > self.deadline:
+                return _check(response).json()
+            # The service's own backoff, not a wait for a condition.
+            await asyncio.sleep(pause)
 
     async def until(self, missing: Callable[[], Awaitable[set[str]]], what: str) -> None:
         """Poll until ``missing`` returns nothing; fail at the deadline naming what is left."""
