@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from bench_support import run_quick
 
 from bench._common import cpu_per_answer
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CLI_TIMEOUT_S = 300
 
 
 def test_cpu_per_answer_is_the_process_cores_over_the_answer_rate() -> None:
@@ -30,29 +23,17 @@ def test_cpu_per_answer_is_the_process_cores_over_the_answer_rate() -> None:
 def test_a_quick_run_writes_one_record_per_answer(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:
-    out = tmp_path / "floor.json"
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "KAFKA_TOPIC_PREFIX": topic_prefix,
-        # The embedded broker's short fetch wait, as the dev stack sets it: with the
-        # default 500 ms the baseline's round trips take seconds each.
-        "KAFKA_FETCH_MAX_WAIT_MS": "10",
-        "COLUMNS": "200",
-    }
-    result = subprocess.run(
-        [sys.executable, "bench/floor.py", "--quick", "--json-out", str(out)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
+    figures = run_quick(
+        "floor.py",
+        tmp_path / "floor.json",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "KAFKA_TOPIC_PREFIX": topic_prefix,
+            # The embedded broker's short fetch wait, as the dev stack sets it: with the
+            # default 500 ms the baseline's round trips take seconds each.
+            "KAFKA_FETCH_MAX_WAIT_MS": "10",
+        },
     )
-
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "broker baseline" in result.stdout
-    figures: dict[str, Any] = json.loads(out.read_text())["figures"]
     (rate,) = figures["rates"]
     assert rate["outcomes"]["held"] == rate["requests"] > 0
     assert rate["error_rate"] == 0

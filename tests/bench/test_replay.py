@@ -5,24 +5,17 @@ No timed assertions: the events/s figure is the benchmark's to report, not a tes
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
+from bench_support import run_quick
 
 from bench import replay as bench_replay
 from omnistock.events import codec
 from omnistock.events.envelope import Position
 from omnistock.events.fold import Fold
 from omnistock.inventory.domain.stock import StockBook
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CLI_TIMEOUT_S = 300
 
 
 def test_every_generated_record_is_a_valid_stock_event_the_fold_applies() -> None:
@@ -87,27 +80,16 @@ def test_profile_samples_are_shared_out_by_the_innermost_known_frame(tmp_path: P
 def test_a_quick_run_replays_everything_it_wrote(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:
-    out = tmp_path / "replay.json"
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "KAFKA_TOPIC_PREFIX": topic_prefix,
-        "KAFKA_FETCH_MAX_WAIT_MS": "10",
-        "COLUMNS": "200",
-    }
-    result = subprocess.run(
-        [sys.executable, "bench/replay.py", "--quick", "--no-profile", "--json-out", str(out)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
+    figures = run_quick(
+        "replay.py",
+        tmp_path / "replay.json",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "KAFKA_TOPIC_PREFIX": topic_prefix,
+            "KAFKA_FETCH_MAX_WAIT_MS": "10",
+        },
+        "--no-profile",
     )
-
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "broker baseline" in result.stdout
-    figures: dict[str, Any] = json.loads(out.read_text())["figures"]
     written = figures["write"]["records"]
     assert written == figures["parameters"]["events"]
     assert sum(figures["mix"].values()) == written

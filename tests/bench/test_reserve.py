@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_support import run_quick
 
 from bench import reserve
 from bench._common import (
@@ -28,10 +26,6 @@ from bench._common import (
     Response,
     classify,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-#: Only a hang should trip it: a service starts, seeds stock and settles in each run.
-CLI_TIMEOUT_S = 300
 
 
 def test_carts_are_one_to_three_distinct_skus_of_the_catalogue() -> None:
@@ -119,19 +113,7 @@ def test_a_rate_that_leaves_most_requests_unanswered_stops_the_sweep() -> None:
 
 
 def run_cli(args: list[str], env_extra: dict[str, str], out: Path) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "bench/reserve.py", "--quick", "--json-out", str(out), *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, "COLUMNS": "200", **env_extra},
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "broker baseline" in result.stdout
-    figures: dict[str, Any] = json.loads(out.read_text())["figures"]
-    return figures
+    return run_quick("reserve.py", out, env_extra, *args)
 
 
 @pytest.fixture

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from bench_support import run_quick
 
 from bench import visibility
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CLI_TIMEOUT_S = 300
 
 
 def test_on_hand_reads_the_one_location_and_zero_elsewhere() -> None:
@@ -43,28 +36,16 @@ def test_samples_never_seen_are_counted_apart_from_the_latencies() -> None:
 def test_a_quick_run_sees_every_receipt_and_sale(
     kafka_bootstrap: str, postgres_url: str, topic_prefix: str, tmp_path: Path
 ) -> None:
-    out = tmp_path / "visibility.json"
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "KAFKA_TOPIC_PREFIX": topic_prefix,
-        "KAFKA_FETCH_MAX_WAIT_MS": "10",
-        "DATABASE_URL": postgres_url,
-        "COLUMNS": "200",
-    }
-    result = subprocess.run(
-        [sys.executable, "bench/visibility.py", "--quick", "--json-out", str(out)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
+    figures = run_quick(
+        "visibility.py",
+        tmp_path / "visibility.json",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "KAFKA_TOPIC_PREFIX": topic_prefix,
+            "KAFKA_FETCH_MAX_WAIT_MS": "10",
+            "DATABASE_URL": postgres_url,
+        },
     )
-
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "broker baseline" in result.stdout
-    figures: dict[str, Any] = json.loads(out.read_text())["figures"]
     for kind in ("receipt", "pos_sale"):
         phase = figures[kind]
         assert phase["samples"] == phase["visible"] == visibility.QUICK_SAMPLES
