@@ -11,6 +11,7 @@ from aiokafka import TopicPartition
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from omnistock.devstack.waiting import eventually
 from omnistock.events import sqlbatch
 from omnistock.events.positions import (
     PLUMBING,
@@ -136,10 +137,12 @@ async def test_a_writer_waiting_for_the_lock_sees_the_position_it_waited_for(
             },
         )
         stale = asyncio.create_task(write(engine, {P0: 5}, {P0: {"A": 40}}))
-        async with asyncio.timeout(30):
-            while not await waiting_for_a_lock(engine):
-                assert not stale.done(), stale.result()
-                await asyncio.sleep(0.05)  # polling the condition, not waiting it out
+
+        async def stale_writer_waits() -> bool:
+            assert not stale.done(), stale.result()
+            return await waiting_for_a_lock(engine)
+
+        await eventually(stale_writer_waits, timeout=30, message="the stale writer waits")
         await new_owner.commit()
     async with asyncio.timeout(30):
         overtaken, _ = await stale
