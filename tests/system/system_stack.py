@@ -31,7 +31,11 @@ from omnistock.events.topics import TOPICS
 
 #: Per-service settings that make a compressed day possible (short TTLs, quick expiry).
 SERVICE_ENV: Mapping[str, Mapping[str, str]] = {
-    "inventory": {"INVENTORY_MIN_TTL_SECONDS": "2", "INVENTORY_EXPIRY_INTERVAL_S": "0.2"},
+    "inventory": {
+        "INVENTORY_MIN_TTL_SECONDS": "2",
+        "INVENTORY_HELD_VERDICT_MARGIN_S": "1",
+        "INVENTORY_EXPIRY_INTERVAL_S": "0.2",
+    },
 }
 
 

@@ -165,6 +165,48 @@ async def test_carts_racing_under_one_id_are_never_both_held(
         await eventually(only_the_answered_cart_is_held, message=f"race-{n}: {held}")
 
 
+async def test_orders_racing_to_commit_one_reservation_get_one_sale(
+    inventory: httpx.AsyncClient,
+) -> None:
+    """Two orders name the same reservation at once (a double-submitted checkout): the
+    first commit request in the log buys the stock, the other is refused, both answered."""
+    await register_demo_locations(inventory)
+    carts = 8
+    await receive(inventory, "rc-twins", "wh-kassel", SKU_T1=carts, SKU_T2=carts)
+    lines = [{"sku": "SKU-T1", "quantity": 1}, {"sku": "SKU-T2", "quantity": 1}]
+    for n in range(carts):
+        assert (await reserve(inventory, f"twins-{n}", *lines)).status_code == 201
+    winners: dict[str, str] = {}
+    for n in range(carts):
+        rid = f"twins-{n}"
+        orders = [f"ord-{n}-a", f"ord-{n}-b"]
+        answers = await asyncio.gather(
+            *(
+                inventory.post(f"/v1/reservations/{rid}/commit", json={"order_id": o})
+                for o in orders
+            )
+        )
+        assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+        winners[rid] = next(o for o, a in zip(orders, answers, strict=True) if a.is_success)
+        loser = next(o for o in orders if o != winners[rid])
+        # Asked again, each order hears the same answer.
+        again = await inventory.post(f"/v1/reservations/{rid}/commit", json={"order_id": loser})
+        assert again.status_code == 409, again.text
+        again = await inventory.post(
+            f"/v1/reservations/{rid}/commit", json={"order_id": winners[rid]}
+        )
+        assert again.status_code == 200, again.text
+
+    async def each_cart_sold_once() -> bool:
+        totals = [(await stock(inventory, sku))["totals"] for sku in ("SKU-T1", "SKU-T2")]
+        return all(t["committed"] == carts and t["held"] == 0 for t in totals)
+
+    await eventually(each_cart_sold_once, message="every cart committed once, nothing held")
+    for rid, order_id in winners.items():
+        shown = (await inventory.get(f"/v1/reservations/{rid}")).json()
+        assert (shown["status"], shown["order_id"]) == ("committed", order_id), shown
+
+
 async def test_abandoned_holds_return_at_expiry(inventory: httpx.AsyncClient, clock: Clock) -> None:
     await register_demo_locations(inventory)
     await receive(inventory, "rc-1", "wh-kassel", SKU_9=1)

@@ -183,7 +183,7 @@ class Shop:
         saga = self.coordinator.fold(envelope)
         if saga is None:
             return
-        follow_ups = self.coordinator.to_write(saga)
+        follow_ups = self.coordinator.to_write(saga, envelope.time)
         for event, event_id in follow_ups:
             for n, rewritten in enumerate(self.follow_ups(event)):
                 self.write(rewritten, source=COORDINATOR, id=derived_id(event_id, n))

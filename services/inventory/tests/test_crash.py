@@ -52,6 +52,8 @@ def env(kafka: KafkaSettings, database_url: str, instance: str) -> dict[str, str
         "DATABASE_URL": database_url,
         "INSTANCE_ID": instance,
         "INVENTORY_MIN_TTL_SECONDS": "2",
+        # Abandoned carts hold for 2 s: a 5 s margin would never report them held.
+        "INVENTORY_HELD_VERDICT_MARGIN_S": "0.5",
         "INVENTORY_EXPIRY_INTERVAL_S": "0.1",
     }
 

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -465,13 +465,22 @@ class _SagaPartition:
 
 class ReservationCoordinator:
     def __init__(
-        self, kafka: KafkaSettings, producer: EventProducer, engine: AsyncEngine, *, log_id: str
+        self,
+        kafka: KafkaSettings,
+        producer: EventProducer,
+        engine: AsyncEngine,
+        *,
+        log_id: str,
+        held_verdict_margin: timedelta,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.kafka = kafka
         self.producer = producer
         self.engine = engine
         self.autocommit = sqlbatch.autocommit(engine)
         self.log_id = log_id
+        self.held_verdict_margin = held_verdict_margin
+        self.clock = clock
         self.parts: dict[TopicPartition, _SagaPartition] = {}
         self.ready = asyncio.Event()
         self.runner = ConsumerRunner(
@@ -545,8 +554,9 @@ class ReservationCoordinator:
     async def _write_follow_ups(self, part: _SagaPartition, sagas: Iterable[Saga]) -> None:
         writes: list[Awaitable[Envelope[Event]]] = []
         done: list[tuple[Saga, list[Event]]] = []
+        held_until = self.clock() + self.held_verdict_margin
         for saga in sagas:
-            follow_ups = part.coordinator.to_write(saga)
+            follow_ups = part.coordinator.to_write(saga, held_until)
             if not follow_ups:
                 continue
             traceparent, tracestate = part.traces.get(saga.reservation_id, (None, None))

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -70,7 +70,14 @@ def create_inventory_app(
             expiry_interval_s=settings.expiry_interval_s,
             clock=clock,
         )
-        coordinator = ReservationCoordinator(settings.kafka, producer, engine, log_id=log_id)
+        coordinator = ReservationCoordinator(
+            settings.kafka,
+            producer,
+            engine,
+            log_id=log_id,
+            held_verdict_margin=timedelta(seconds=settings.held_verdict_margin_s),
+            clock=clock,
+        )
         translator = Translator(settings.kafka, producer)
         # The API only reads, one statement at a time: no BEGIN/ROLLBACK round trips.
         reads = sqlbatch.autocommit(engine)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from omnistock.events.settings import ServiceSettings
@@ -25,6 +27,13 @@ class InventorySettings(ServiceSettings):
     min_ttl_seconds: int = Field(
         default=30, ge=1, le=3_600, description="Shortest hold a checkout may ask for."
     )
+    held_verdict_margin_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="A reservation is not reported held this close to its expiry: the "
+        "verdict could land behind an owner's expiry of one of its lines (a slow write, "
+        "clock skew between pods). Below the shortest hold.",
+    )
     expiry_interval_s: float = Field(
         default=0.2, gt=0, description="How often partition owners look for due holds."
     )
@@ -34,3 +43,13 @@ class InventorySettings(ServiceSettings):
         description="How often the stock gauges (SKUs at zero available per location) are "
         "recounted from the read model.",
     )
+
+    @model_validator(mode="after")
+    def _shortest_hold_can_be_held(self) -> Self:
+        if self.held_verdict_margin_s >= self.min_ttl_seconds:
+            raise ValueError(
+                f"INVENTORY_HELD_VERDICT_MARGIN_S ({self.held_verdict_margin_s}) must be below "
+                f"INVENTORY_MIN_TTL_SECONDS ({self.min_ttl_seconds}): a hold that short could "
+                "never be reported held"
+            )
+        return self

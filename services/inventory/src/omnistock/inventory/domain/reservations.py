@@ -55,13 +55,15 @@ class Saga:
     conflicted: set[str] = field(default_factory=set)
     #: SKUs the stock fold says are no longer held (released, aborted or expired).
     let_go: dict[str, str] = field(default_factory=dict)
+    #: The order whose commit is in flight: the first to ask wins the stock, so what the
+    #: coordinator decided for it still stands when another order's request lands meanwhile.
     commit: ReservationCommitRequested | None = None
     committed_skus: dict[str, str] = field(default_factory=dict)
     extension: ReservationExtensionRequested | None = None
     extended_skus: set[str] = field(default_factory=set)
     release_requested: bool = False
-    #: Orders whose commit request still needs an answer.
-    unanswered_commits: set[str] = field(default_factory=set)
+    #: Commit requests still needing an answer, first request per order, in log order.
+    unanswered_commits: dict[str, ReservationCommitRequested] = field(default_factory=dict)
     unanswered_release: bool = False
 
     @property
@@ -93,22 +95,20 @@ class Saga:
         elif isinstance(e, ReservationRejected):
             self.status = "rejected"
         elif isinstance(e, ReservationCommitRequested):
-            self.unanswered_commits.add(e.order_id)
-            if self.commit is None or (
-                self.status != "committed" and self.commit.order_id != e.order_id
-            ):
-                self.commit = e
-                self.committed_skus = {}
+            self.unanswered_commits.setdefault(e.order_id, e)
+            if self.commit is None:
+                self._take_commit(e)
         elif isinstance(e, ReservationCommitted):
             self.status = "committed"
             self.order_id = e.order_id
-            self.unanswered_commits.discard(e.order_id)
+            self.unanswered_commits.pop(e.order_id, None)
         elif isinstance(e, ReservationCommitRejected):
-            self.unanswered_commits.discard(e.order_id)
+            self.unanswered_commits.pop(e.order_id, None)
             if e.reason in ("expired", "released") and self.status == "held":
                 self.status = e.reason
             if self.commit is not None and self.commit.order_id == e.order_id:
-                self.commit = None
+                # The next order waiting (if any) gets its turn.
+                self._take_commit(next(iter(self.unanswered_commits.values()), None))
         elif isinstance(e, ReservationReleaseRequested):
             self.release_requested = True
             self.unanswered_release = True
@@ -127,6 +127,10 @@ class Saga:
                 self.unanswered_release = False
             else:
                 self.extension = None
+
+    def _take_commit(self, request: ReservationCommitRequested | None) -> None:
+        self.commit = request
+        self.committed_skus = {}
 
     @property
     def fingerprint(self) -> str | None:
@@ -161,14 +165,19 @@ class Saga:
 
     # -- what to write next -----------------------------------------------------------------
 
-    def next_events(self) -> list[Event]:
-        """Everything this saga still needs written, given what the log says so far."""
+    def next_events(self, held_until: datetime | None = None) -> list[Event]:
+        """Everything this saga still needs written, given what the log says so far.
+
+        A reservation is reported held only if it holds until at least ``held_until``
+        (the coordinator's clock plus a margin): a verdict written closer to its expiry
+        could land behind an owner's expiry of one of its lines, reporting held what no
+        longer holds every line (I2). Such a reservation is left to run out instead."""
         rid = self.reservation_id
         if self.request is None:
             return self._unknown()
         out: list[Event] = self._stray_holds()
         if self.status == "pending":
-            out += self._decide()
+            out += self._decide(held_until)
         elif self.status == "rejected":
             out += self._release_all("aborted")
         elif self.status == "held":
@@ -225,7 +234,7 @@ class Saga:
             for sku in sorted(stray)
         ]
 
-    def _decide(self) -> list[Event]:
+    def _decide(self, held_until: datetime | None) -> list[Event]:  # noqa: PLR0911 - one per verdict
         if any(sku not in self.holds and sku not in self.conflicted for sku in self.skus):
             return []
         if self.conflicted:
@@ -270,6 +279,8 @@ class Saga:
                 )
             ]
         assert self.request is not None
+        if held_until is not None and self.request.expires_at <= held_until:
+            return []  # the owners' expiry of the holds settles it (released, expired)
         return [
             ReservationHeld(
                 reservation_id=self.reservation_id,
@@ -300,8 +311,9 @@ class Saga:
         if gone:
             # A part expired or was released: the reservation cannot stand any more.
             reason = "expired" if "expired" in gone else "released"
-            if self.commit is not None and self.unanswered_commits:
-                return []  # the commit path settles and compensates
+            if self.commit is not None:
+                # The order in flight gets its answer first: the commit path compensates.
+                return self._committing(self.commit)
             releases = self._release_all("aborted")
             if releases:
                 return releases
@@ -422,7 +434,7 @@ class Saga:
             self.extension.model_dump(mode="json") if self.extension else None,
             sorted(self.extended_skus),
             self.release_requested,
-            sorted(self.unanswered_commits),
+            list(self.unanswered_commits),
             self.unanswered_release,
         ]
 
@@ -480,13 +492,13 @@ class SagaCoordinator:
             self._generation[saga.reservation_id] = self._generation.get(saga.reservation_id, 0) + 1
         return saga
 
-    def to_write(self, saga: Saga) -> list[tuple[Event, str]]:
+    def to_write(self, saga: Saga, held_until: datetime) -> list[tuple[Event, str]]:
         """Follow-ups not yet written by this process, each with its deterministic event id."""
         written = self._written.get(saga.reservation_id, set())
         generation = self._generation.get(saga.reservation_id, 0)
         return [
             (e, derived_id(saga.reservation_id, *_emission_key(e, generation)))
-            for e in saga.next_events()
+            for e in saga.next_events(held_until)
             if _emission_key(e, generation) not in written
         ]
 
@@ -495,6 +507,3 @@ class SagaCoordinator:
         self._written.setdefault(saga.reservation_id, set()).update(
             _emission_key(e, generation) for e in events
         )
-
-    def unsettled(self) -> list[Saga]:
-        return [saga for saga in self.book.sagas.values() if saga.next_events()]

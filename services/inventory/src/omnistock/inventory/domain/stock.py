@@ -490,10 +490,13 @@ class StockBook:
         effects = Effects()
         if hold.status == "held" and e.requested_at > hold.expires_at:
             self._release(hold, "expired", effects, "expiry")
-        if hold.status == "committed" and hold.order_id == e.order_id:
+        if hold.status == "committed":
+            # Said of the order it was sold to: a saga never counts another order's sale.
             effects.decision = self._decision(hold, "commit", "committed")
         elif hold.status != "held":
-            effects.decision = self._decision(hold, "commit", self._status_outcome(hold))
+            effects.decision = self._decision(
+                hold, "commit", self._status_outcome(hold), order_id=e.order_id
+            )
         elif e.quantity != sum(hold.allocations.values()):
             effects.decision = self._decision(hold, "commit", "mismatch", order_id=e.order_id)
         else:
