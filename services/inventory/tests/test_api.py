@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -98,8 +98,23 @@ async def test_reservation_lifecycle(inventory: httpx.AsyncClient) -> None:
 
     await eventually(sku2_not_held_by_rejected, message="the rejected cart holds nothing")
 
-    extended = await inventory.post("/v1/reservations/res-1/extend", json={"ttl_seconds": 1800})
-    assert extended.status_code == 200, extended.text
+    # Two extensions at once (payment started in two tabs): each is answered with an expiry
+    # at least as late as it asked, and the reservation keeps the later one.
+    asked_at = datetime.now(UTC)
+    ttls = (1800, 2400)
+    extended = await asyncio.gather(
+        *(inventory.post("/v1/reservations/res-1/extend", json={"ttl_seconds": t}) for t in ttls)
+    )
+    for ttl, answer in zip(ttls, extended, strict=True):
+        assert answer.status_code == 200, answer.text
+        promised = datetime.fromisoformat(answer.json()["expires_at"])
+        assert promised >= asked_at + timedelta(seconds=ttl), (ttl, answer.text)
+
+    async def keeps_the_later_expiry() -> bool:
+        shown = (await inventory.get("/v1/reservations/res-1")).json()
+        return datetime.fromisoformat(shown["expires_at"]) >= asked_at + timedelta(seconds=2400)
+
+    await eventually(keeps_the_later_expiry, message="the reservation keeps the later expiry")
     committed = await inventory.post("/v1/reservations/res-1/commit", json={"order_id": "ord-1"})
     assert committed.status_code == 200, committed.text
     assert (

@@ -23,8 +23,11 @@ from omnistock.events.catalogue import (
     Line,
     LocatedLine,
     RequestedLine,
+    ReservationCommitRejected,
     ReservationCommitRequested,
     ReservationCommitted,
+    ReservationExtended,
+    ReservationExtensionRequested,
     ReservationHeld,
     ReservationRejected,
     ReservationReleased,
@@ -117,6 +120,13 @@ class World:
                     "expired",
                     "released",
                 )
+        if isinstance(envelope.event, ReservationExtended):
+            # Reported only once every line still held holds at least that long.
+            assert saga is not None
+            for sku in saga.skus:
+                hold = self.books[sku].holds[saga.reservation_id, sku]
+                if hold.status == "held":
+                    assert hold.expires_at >= envelope.event.expires_at, (hold, envelope.event)
         if isinstance(envelope.event, ReservationCommitted):
             # I2 at the moment it is reported: every SKU was committed to this very order.
             assert saga is not None
@@ -178,7 +188,17 @@ def scenario(draw: st.DrawFn) -> tuple[list[tuple[str, object]], list[int], list
         )
         steps.append(("reserve", (f"r{n}", lines, racing)))
         # What happens to it next; a twin is a second order naming the same reservation.
-        extras = st.sampled_from(["commit", "commit_twin", "release", "expire", "commit_mismatch"])
+        extras = st.sampled_from(
+            [
+                "commit",
+                "commit_twin",
+                "release",
+                "expire",
+                "commit_mismatch",
+                "extend_long",
+                "extend_short",
+            ]
+        )
         steps += [(extra, f"r{n}") for extra in draw(st.lists(extras, max_size=3))]
     # Receipts first; each reservation before what is done to it.
     ordered = sorted(range(len(steps)), key=lambda i: (steps[i][0] != "receive", i))
@@ -250,6 +270,15 @@ def act(world: World, requested: dict[str, list[tuple[str, int]]], kind: str, ar
         )
     elif kind == "release":
         world.write(ReservationReleaseRequested(reservation_id=str(arg)))
+    elif kind in ("extend_long", "extend_short"):
+        minutes = 40 if kind == "extend_long" else 20
+        world.write(
+            ReservationExtensionRequested(
+                reservation_id=str(arg),
+                expires_at=T0 + timedelta(minutes=minutes),
+                requested_at=T0,
+            )
+        )
     elif kind == "expire":
         rid = str(arg)
         world.due.add(rid)
@@ -322,6 +351,10 @@ def test_every_reservation_is_all_or_nothing_once_settled(
             ), rid
         if saga.status == "held":
             assert all(h is not None and h.status == "held" for h in holds), rid
+            # The expiry reported is one every line holds to.
+            assert saga.expires_at is not None
+            assert all(h is not None and h.expires_at >= saga.expires_at for h in holds), rid
+        assert saga.extension is None or saga.status != "held", f"{rid} extension unanswered"
     for sku in SKUS:
         for level in world.books[sku].levels.values():
             assert level.held >= 0
@@ -400,3 +433,54 @@ def test_a_reservation_about_to_expire_is_left_to_run_out_not_reported_held() ->
         ReservationHeld
     ]
     assert saga.next_events(held_until=expires_at) == []
+
+
+def held_world(*lines: tuple[str, int]) -> World:
+    """A world where reservation r0 holds ``lines`` and nothing is in flight."""
+    world = World()
+    requested: dict[str, list[tuple[str, int]]] = {}
+    for sku in {sku for sku, _ in lines}:
+        act(world, requested, "receive", (sku, "wh", 5))
+    act(world, requested, "reserve", ("r0", list(lines), None))
+    world.settle([])
+    assert world.coordinator.book.sagas["r0"].status == "held"
+    return world
+
+
+def test_a_second_order_lands_while_the_first_is_committing_and_waits_its_turn() -> None:
+    world = held_world(("A", 1))
+    requested = {"r0": [("A", 1)]}
+    act(world, requested, "commit", "r0")
+    world.deliver_reservation()  # the first order's request: the commit of A is asked
+    act(world, requested, "commit_twin", "r0")
+    world.settle([])
+
+    answers = [
+        (type(e).__name__, e.order_id)
+        for e in world.written
+        if isinstance(e, ReservationCommitted | ReservationCommitRejected)
+    ]
+    assert answers == [
+        ("ReservationCommitted", "o-r0"),
+        ("ReservationCommitRejected", "twin-o-r0"),
+    ]
+    assert world.books["A"].holds["r0", "A"].order_id == "o-r0"
+
+
+def test_an_extension_is_answered_once_every_hold_reaches_it() -> None:
+    """A longer extension lands while a shorter one is in flight: the shorter one's outcome
+    does not answer the longer, and the expiry reported is one every hold reaches."""
+    world = held_world(("A", 1))
+    requested = {"r0": [("A", 1)]}
+    act(world, requested, "extend_short", "r0")
+    world.deliver_reservation()  # asks A for 20 min
+    act(world, requested, "extend_long", "r0")
+    world.deliver_reservation()  # asks A for 40 min
+    world.deliver_stock("A")  # A holds 20 min
+    world.deliver_reservation()  # not 40 min yet: no answer
+    world.settle([])
+
+    extended = [e.expires_at for e in world.written if isinstance(e, ReservationExtended)]
+    assert extended == [T0 + timedelta(minutes=40)]
+    assert world.coordinator.book.sagas["r0"].expires_at == T0 + timedelta(minutes=40)
+    assert world.books["A"].holds["r0", "A"].expires_at == T0 + timedelta(minutes=40)

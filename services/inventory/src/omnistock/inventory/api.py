@@ -652,7 +652,8 @@ async def extend(
             (
                 e
                 for e in events
-                if isinstance(e, ReservationExtended)
+                # An answer to an earlier, shorter extension is not this one's.
+                if (isinstance(e, ReservationExtended) and e.expires_at >= expires_at)
                 or (isinstance(e, ReservationChangeRefused) and e.request == "extend")
             ),
             None,

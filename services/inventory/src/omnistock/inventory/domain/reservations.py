@@ -120,8 +120,12 @@ class Saga:
             self.extension = e
             self.extended_skus = set()
         elif isinstance(e, ReservationExtended):
-            self.expires_at = e.expires_at
-            self.extension = None
+            # Holds only ever lengthen. An answer to an earlier, shorter extension leaves a
+            # later one in flight.
+            if self.expires_at is None or e.expires_at > self.expires_at:
+                self.expires_at = e.expires_at
+            if self.extension is not None and e.expires_at >= self.extension.expires_at:
+                self.extension = None
         elif isinstance(e, ReservationChangeRefused):
             if e.request == "release":
                 self.unanswered_release = False
@@ -158,7 +162,13 @@ class Saga:
                 if e.outcome in ("expired", "released"):
                     self.let_go.setdefault(e.sku, e.outcome)
         elif e.request == "extend" and self.extension is not None:
-            if e.outcome == "extended":
+            # Counted only when the hold reaches this extension's expiry: the outcome may
+            # answer an earlier, shorter one.
+            if (
+                e.outcome == "extended"
+                and e.expires_at is not None
+                and e.expires_at >= self.extension.expires_at
+            ):
                 self.extended_skus.add(e.sku)
             elif e.outcome in _GONE:
                 self.let_go.setdefault(e.sku, e.outcome)
