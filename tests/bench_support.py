@@ -15,7 +15,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CLI_TIMEOUT_S = 300
 
 
-def run_quick(script: str, out: Path, env: Mapping[str, str], *args: str) -> dict[str, Any]:
+def run_quick(
+    script: str,
+    out: Path,
+    env: Mapping[str, str],
+    *args: str,
+    timeout: float = CLI_TIMEOUT_S,
+) -> dict[str, Any]:
     """``bench/<script> --quick --json-out out *args`` from the repository root, with
     ``env`` added to this environment; it must succeed and print the broker baseline.
     Returns the figures it wrote."""
@@ -25,7 +31,7 @@ def run_quick(script: str, out: Path, env: Mapping[str, str], *args: str) -> dic
         env={**os.environ, "COLUMNS": "200", **env},
         capture_output=True,
         text=True,
-        timeout=CLI_TIMEOUT_S,
+        timeout=timeout,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr

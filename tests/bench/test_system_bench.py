@@ -3,18 +3,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_support import run_quick
 
 from bench import system
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+#: A quick run is two checked trading days: longer than the other benches' quick runs.
 CLI_TIMEOUT_S = 600
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -43,20 +40,9 @@ def test_the_chart_is_a_png_of_every_step(tmp_path: Path) -> None:
 @pytest.mark.soak
 def test_a_quick_run_checks_every_day_and_writes_figures_and_chart(tmp_path: Path) -> None:
     out, png = tmp_path / "system.json", tmp_path / "system.png"
-    env = {**os.environ, "COLUMNS": "200"}
-    result = subprocess.run(
-        [sys.executable, "bench/system.py", "--quick", "--json-out", str(out), "--chart", str(png)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
 
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "broker baseline" in result.stdout
-    figures: dict[str, Any] = json.loads(out.read_text())["figures"]
+    figures = run_quick("system.py", out, {}, "--chart", str(png), timeout=CLI_TIMEOUT_S)
+
     assert [s["step"] for s in figures["steps"]] == [1, 2]
     for measured in figures["steps"]:
         # Every endpoint of the day was exercised and answered.
