@@ -132,7 +132,7 @@ class StockOwner:
         log_id: str,
         snapshot_every: int,
         expiry_interval_s: float,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime],
     ) -> None:
         self.kafka = kafka
         self.producer = producer
@@ -472,7 +472,7 @@ class ReservationCoordinator:
         *,
         log_id: str,
         held_verdict_margin: timedelta,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime],
     ) -> None:
         self.kafka = kafka
         self.producer = producer
