@@ -28,7 +28,7 @@ import pytest
 from typer.testing import CliRunner
 
 from omnistock.devstack import demo
-from omnistock.devstack._support import free_port
+from omnistock.devstack._support import free_ports
 from omnistock.devstack.cli import app
 from omnistock.devstack.credentials import ROLES
 from omnistock.devstack.stack import StatePaths, stop_supervisor
@@ -80,8 +80,8 @@ def stack() -> Iterator[_Stack]:
     # must traverse the parents, which pytest keeps at 0700.
     root = Path(tempfile.mkdtemp(prefix="omnistock-dev-cli-"))
     services = discover()
-    ports = {name: free_port("127.0.0.1") for name in services}
-    broker_port, postgres_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    broker_port, postgres_port, *service_ports = free_ports("127.0.0.1", 2 + len(services))
+    ports = dict(zip(services, service_ports, strict=True))
     argv = ["--broker-port", str(broker_port), "--postgres-port", str(postgres_port)]
     for name, port in ports.items():
         argv += ["--port", f"{name}={port}"]

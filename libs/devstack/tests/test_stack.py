@@ -18,7 +18,7 @@ import psutil
 import pytest
 from rich.console import Console
 
-from omnistock.devstack._support import free_port
+from omnistock.devstack._support import free_port, free_ports
 from omnistock.devstack.stack import (
     StackConfig,
     StackError,
@@ -66,12 +66,13 @@ def state_dir() -> Iterator[Path]:
 
 
 def _config(state_dir: Path, **overrides: Any) -> StackConfig:
+    broker_port, postgres_port = free_ports("127.0.0.1", 2)
     settings: dict[str, Any] = {
         "paths": StatePaths(state_dir),
         "services": {},
         "service_ports": {},
-        "broker_port": free_port("127.0.0.1"),
-        "postgres_port": free_port("127.0.0.1"),
+        "broker_port": broker_port,
+        "postgres_port": postgres_port,
         "timeout": _START_TIMEOUT_S,
     } | overrides
     return StackConfig(**settings)
@@ -230,3 +231,13 @@ async def test_two_components_on_one_port_are_refused(state_dir: Path) -> None:
 
     assert await asyncio.wait_for(running.task, _START_TIMEOUT_S) == 1
     assert f"PostgreSQL and broker are both given port {port}" in running.output.getvalue()
+
+
+def test_ports_picked_together_are_different_and_free() -> None:
+    # The CLI test gives every component its own port; picked one at a time, two of them
+    # once came out the same and the stack refused to start.
+    ports = free_ports("127.0.0.1", 64)
+    assert len(set(ports)) == 64
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))

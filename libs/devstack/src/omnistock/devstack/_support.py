@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -18,10 +19,22 @@ def free_port(host: str) -> int:
     The port is released before the caller binds it, so another process can
     take it in between; callers that picked it this way retry with a new one.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(host, 1)[0]
+
+
+def free_ports(host: str, count: int) -> list[int]:
+    """``count`` different TCP ports that were free on ``host`` a moment ago.
+
+    Picked while all are held open: ports picked one at a time can repeat, because
+    the kernel may hand a just-released port out again.
+    """
+    with contextlib.ExitStack() as held:
+        ports: list[int] = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(sock.getsockname()[1])
+        return ports
 
 
 def log_tail(path: Path, lines: int = 40) -> str:

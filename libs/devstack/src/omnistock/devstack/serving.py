@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -16,15 +15,13 @@ from typing import Any
 import httpx
 import uvicorn
 
+from omnistock.devstack._support import free_port
 from omnistock.devstack.credentials import admin_headers
 from omnistock.devstack.waiting import eventually
 from omnistock.events.service import DEFAULT_KEEP_ALIVE_S
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+#: Services under test listen on the loopback only.
+HOST = "127.0.0.1"
 
 
 @contextlib.asynccontextmanager
@@ -34,11 +31,11 @@ async def serving(
     """Start ``app`` with uvicorn (lifespan and all), wait until /readyz says ready, and
     yield a client for it, sending ``headers`` (default: the test session's admin
     credential); shut it down gracefully afterwards."""
-    port = free_port()
+    port = free_port(HOST)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
-            host="127.0.0.1",
+            host=HOST,
             port=port,
             log_level="warning",
             lifespan="on",
@@ -47,7 +44,7 @@ async def serving(
         )
     )
     task = asyncio.create_task(server.serve())
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://{HOST}:{port}"
     try:
         async with httpx.AsyncClient(
             base_url=base, timeout=30, headers=admin_headers() if headers is None else headers
@@ -75,12 +72,12 @@ class ServiceProcess:
         self.name = name
         self.env = dict(env)
         self.log_path = log_path
-        self.port = free_port()
+        self.port = free_port(HOST)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{HOST}:{self.port}"
 
     def _launch(self) -> None:
         with self.log_path.open("ab") as log:
