@@ -23,13 +23,19 @@ from omnistock.events.settings import KafkaSettings
 from omnistock.events.topics import INVENTORY_RESERVATIONS
 from omnistock.inventory.audit import run_audit
 
-pytestmark = pytest.mark.integration
+# The retry deadlines below, the settling wait and the audits, with room to spare.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
 
 ORDERS = 500
 #: Orders placed on a reservation another order also names: only one may get the stock.
 TWINS = 50
 SKUS = [f"SKU-{n}" for n in range(5)]
 IN_FLIGHT = 50
+#: How long the clients may keep retrying: holding the carts before the kills, and placing
+#: every order through two restarts and the backlog after them on a loaded 2-core machine.
+#: Past it the test names what is missing instead of running into its own timeout.
+HOLDING_S = 60.0
+PLACING_S = 200.0
 
 
 class Commits:
@@ -120,9 +126,12 @@ async def test_orders_settle_exactly_once_across_two_kills(
                             break
                 assert response.status_code == 201, response.text
 
-            await asyncio.gather(
-                *(hold(body) for body, expected in todo if expected not in {"unknown", "twin"})
-            )
+            holding = [body for body, expected in todo if expected not in {"unknown", "twin"}]
+            try:
+                async with asyncio.timeout(HOLDING_S):
+                    await asyncio.gather(*(hold(body) for body in holding))
+            except TimeoutError:
+                raise AssertionError(f"carts not held within {HOLDING_S} s") from None
 
             acknowledged: list[str] = []
             transport_errors = Counter[str]()
@@ -155,8 +164,19 @@ async def test_orders_settle_exactly_once_across_two_kills(
                     await orders.start()
 
             rush = [asyncio.create_task(place(body)) for body, _ in todo]
-            await kill_twice()
-            await asyncio.gather(*rush)
+            try:
+                async with asyncio.timeout(PLACING_S):
+                    await kill_twice()
+                    await asyncio.gather(*rush)
+            except TimeoutError:
+                missing = sorted({body["order_id"] for body, _ in todo} - set(acknowledged))
+                raise AssertionError(
+                    f"{len(missing)} orders not acknowledged within {PLACING_S} s "
+                    f"through two restarts, e.g. {missing[:5]}"
+                ) from None
+            finally:
+                for task in rush:
+                    task.cancel()  # a client still retrying after a failure above
             assert sorted(acknowledged) == sorted(body["order_id"] for body, _ in todo)
             assert sum(transport_errors.values()) > 0, "the kills interrupted requests"
 
